@@ -1,0 +1,1 @@
+"""wsgiws: WebSockets for WSGI apps on gevent."""
