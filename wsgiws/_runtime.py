@@ -1,0 +1,157 @@
+"""Concurrency primitives for the connection layer: greenlets or OS threads.
+
+The I/O model follows the socket: a gevent socket means the connection lives in
+a greenlet and must use gevent's locks and timers (a ``threading.Lock`` would
+block the whole hub); a standard socket means OS threads (gunicorn's gthread and
+sync workers, the Werkzeug server).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["Runtime", "runtime_for"]
+
+
+class Lock(Protocol):
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any, /) -> Any: ...
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    def lock(self) -> Lock: ...
+    def call_later(self, seconds: float, func: Callable[[], None]) -> Timer: ...
+    def spawn(self, func: Callable[[], None]) -> None: ...
+    def cooperate(self) -> None:
+        """Let other connections run (fairness under a flood)."""
+
+    def recv(self, sock: socket.socket, size: int, timeout: float | None) -> bytes:
+        """Receive up to ``size`` bytes; raise ``TimeoutError`` after ``timeout`` seconds."""
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class _GeventTimer:
+    __slots__ = ("_watcher",)
+
+    def __init__(self, seconds: float, func: Callable[[], None]) -> None:
+        import gevent
+
+        self._watcher = gevent.get_hub().loop.timer(seconds)
+        self._watcher.start(self._fire, func)
+
+    def _fire(self, func: Callable[[], None]) -> None:
+        # Timer callbacks run in the hub, where blocking is forbidden: hand over to a greenlet.
+        import gevent
+
+        self._watcher.close()
+        gevent.spawn(func)
+
+    def cancel(self) -> None:
+        self._watcher.close()
+
+
+class GeventRuntime:
+    name = "gevent"
+
+    def __init__(self) -> None:
+        import gevent
+        import gevent.lock
+
+        self._gevent = gevent
+        self._semaphore = gevent.lock.Semaphore
+        self._timeout = gevent.Timeout
+
+    def lock(self) -> Lock:
+        return self._semaphore()  # type: ignore[no-any-return]
+
+    def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
+        return _GeventTimer(seconds, func)
+
+    def spawn(self, func: Callable[[], None]) -> None:
+        self._gevent.spawn(func)
+
+    def cooperate(self) -> None:
+        self._gevent.sleep(0)
+
+    def recv(self, sock: socket.socket, size: int, timeout: float | None) -> bytes:
+        if timeout is None:
+            return sock.recv(size)
+        # A socket timeout would also cut a concurrent sendall short: time the wait instead.
+        with self._timeout(max(timeout, 0.0), TimeoutError):
+            return sock.recv(size)
+
+    def sleep(self, seconds: float) -> None:
+        self._gevent.sleep(seconds)
+
+
+class _ThreadTimer:
+    __slots__ = ("_timer",)
+
+    def __init__(self, seconds: float, func: Callable[[], None]) -> None:
+        self._timer = threading.Timer(seconds, func)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class ThreadRuntime:
+    name = "threads"
+
+    def lock(self) -> Lock:
+        return threading.Lock()
+
+    def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
+        return _ThreadTimer(seconds, func)
+
+    def spawn(self, func: Callable[[], None]) -> None:
+        threading.Thread(target=func, daemon=True).start()
+
+    def cooperate(self) -> None:
+        time.sleep(0)
+
+    def recv(self, sock: socket.socket, size: int, timeout: float | None) -> bytes:
+        if timeout is not None:
+            pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
+            if not (pending and pending()):
+                readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
+                if not readable:
+                    raise TimeoutError
+        return sock.recv(size)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+_gevent_runtime: GeventRuntime | None = None
+_thread_runtime = ThreadRuntime()
+
+
+def runtime_for(sock: socket.socket) -> Runtime:
+    """The runtime matching how ``sock`` blocks."""
+    global _gevent_runtime
+    try:
+        from gevent import socket as gsocket
+        from gevent.ssl import SSLSocket
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return _thread_runtime
+    if isinstance(sock, (gsocket.socket, SSLSocket)):
+        if _gevent_runtime is None:
+            _gevent_runtime = GeventRuntime()
+        return _gevent_runtime
+    return _thread_runtime

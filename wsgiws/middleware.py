@@ -1,0 +1,263 @@
+"""The WSGI middleware: plain requests pass through, upgrade requests become WebSockets.
+
+:func:`run_session` is the one place a handler meets a WebSocket; the
+middleware's routes and the Flask and Bottle adapters all go through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from .exceptions import ConnectionClosed, HijackError
+from .handshake import Accept, Reject, is_upgrade_request, validate_request
+from .protocol import CloseCode
+from .servers import Hijack, find_socket
+from .websocket import WebSocket
+
+__all__ = ["WebSocketMiddleware", "WebSocketOptions", "run_session"]
+
+logger = logging.getLogger("wsgiws")
+
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
+
+#: environ keys this package sets on upgrade requests.
+ENVIRON_START_RESPONSE = "wsgiws.start_response"
+ENVIRON_OPTIONS = "wsgiws.options"
+ENVIRON_ACCEPTED = "wsgiws.accepted"
+
+
+@dataclass(frozen=True)
+class WebSocketOptions:
+    """Settings for WebSocket endpoints; the middleware's are the defaults of its routes.
+
+    ``origins``: None allows only same-origin browser requests (Origin host equals
+    Host); a list allows those origins (``"*"`` allows any). Requests without
+    Origin (non-browser clients) always pass.
+    """
+
+    subprotocols: Sequence[str] = ()
+    require_subprotocol: bool = False
+    origins: Sequence[str] | None = None
+    max_message_size: int | None = 1 << 20
+    max_fragments: int | None = None
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    close_timeout: float = 10.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def merge(self, **overrides: Any) -> WebSocketOptions:
+        unknown = set(overrides) - set(self.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown WebSocket option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **overrides)
+
+
+class _Opener:
+    """Sends the 101 through the server's own start_response, then takes the socket."""
+
+    __slots__ = ("accept", "environ", "hijack")
+
+    def __init__(self, environ: dict[str, Any], accept: Accept, hijack: Hijack) -> None:
+        self.environ = environ
+        self.accept = accept
+        self.hijack = hijack
+
+    def __call__(self, ws: WebSocket) -> tuple[socket.socket, bytes]:
+        start_response = self.environ.get(ENVIRON_START_RESPONSE)
+        if start_response is None:
+            raise RuntimeError("wsgiws: the app is not wrapped in WebSocketMiddleware")
+        self.accept.subprotocol = ws.subprotocol
+        write = start_response("101 Switching Protocols", self.accept.response_headers())
+        write(b"")  # flush the status line and headers now
+        self.environ[ENVIRON_ACCEPTED] = True
+        sock = self.hijack.sock
+        leftover = self.hijack.take_buffered()
+        sock.settimeout(None)
+        return sock, leftover
+
+
+def run_session(
+    environ: dict[str, Any],
+    handler: Handler,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    options: WebSocketOptions | None = None,
+) -> tuple[bool, Any]:
+    """Run ``handler(ws, *args, **kwargs)`` for an upgrade request.
+
+    Returns ``(True, None)`` once a WebSocket was accepted and has closed; or
+    ``(False, value)`` when the handler returned ``value`` (not None) without
+    accepting, for a framework to send as an HTTP response. Raises
+    :class:`Reject` for a bad handshake or a refusing handler,
+    :class:`HijackError` when the server cannot hand over its socket, and
+    whatever the handler raised before accepting.
+    """
+    if options is None:
+        options = environ.get(ENVIRON_OPTIONS) or WebSocketOptions()
+    accept = validate_request(
+        environ,
+        subprotocols=options.subprotocols,
+        require_subprotocol=options.require_subprotocol,
+        origins=options.origins,
+    )
+    hijack = find_socket(environ)
+    ws = WebSocket(
+        environ=environ,
+        subprotocol=accept.subprotocol,
+        offered_subprotocols=[
+            t.strip()
+            for t in environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
+            if t.strip()
+        ],
+        extension=accept.extension,
+        max_message_size=options.max_message_size,
+        max_fragments=options.max_fragments,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        close_timeout=options.close_timeout,
+        opener=_Opener(environ, accept, hijack),
+    )
+    try:
+        result = handler(ws, *args, **(kwargs or {}))
+    except ConnectionClosed:
+        pass  # the peer went away or the connection failed: nothing to report
+    except Exception:
+        if not ws.accepted:
+            raise  # still HTTP: let the framework answer (an abort(403), a 500 page)
+        logger.exception("WebSocket handler for %s raised", environ.get("PATH_INFO", "?"))
+        _close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
+    except BaseException:
+        # The greenlet is being killed (worker shutdown): say goodbye without waiting.
+        if ws.accepted:
+            ws.close_timeout = min(ws.close_timeout, 1.0)
+            _close_quietly(ws, CloseCode.GOING_AWAY, "")
+        raise
+    else:
+        if not ws.accepted and result is not None:
+            return False, result
+        _close_quietly(ws, CloseCode.NORMAL, "")
+    if not ws.accepted:  # the handler raised ConnectionClosed before accepting: odd, but done
+        return False, None
+    return True, None
+
+
+def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+    try:
+        ws.close(code, reason)
+    except (ConnectionClosed, OSError):
+        pass
+
+
+def _respond(start_response: StartResponse, reject: Reject) -> list[bytes]:
+    status, headers, body = reject.response()
+    start_response(status, headers)
+    return [body]
+
+
+class WebSocketMiddleware:
+    """Wrap a WSGI app to give it WebSocket endpoints.
+
+    >>> mw = WebSocketMiddleware(app)
+    >>> @mw.route("/echo")
+    ... def echo(ws):
+    ...     for message in ws:
+    ...         ws.send(message)
+
+    Requests for the routes become WebSockets; every other request goes to
+    ``app`` untouched (with ``app=None`` they get 404). Keyword arguments are
+    :class:`WebSocketOptions`, the defaults for every route and for the Flask
+    and Bottle handlers running inside ``app``.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp | None = None,
+        routes: Mapping[str, Handler] | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.options = WebSocketOptions().merge(**options)
+        self.routes: dict[str, tuple[Handler, WebSocketOptions]] = {}
+        for path, handler in (routes or {}).items():
+            self.add_route(path, handler)
+
+    def add_route(self, path: str, handler: Handler, **options: Any) -> None:
+        self.routes[path] = (handler, self.options.merge(**options))
+
+    def route(self, path: str, **options: Any) -> Callable[[H], H]:
+        """Decorator: ``handler(ws)`` serves WebSocket requests for ``path`` (exact match)."""
+
+        def decorator(handler: H) -> H:
+            self.add_route(path, handler, **options)
+            return handler
+
+        return decorator
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        route = self.routes.get(environ.get("PATH_INFO", ""))
+        if route is None and not is_upgrade_request(environ):
+            return self._app(environ, start_response)
+        environ[ENVIRON_START_RESPONSE] = start_response
+        environ.setdefault(ENVIRON_OPTIONS, self.options)
+        if route is not None:
+            handler, options = route
+            try:
+                accepted, result = run_session(environ, handler, options=options)
+            except Reject as reject:
+                logger.info(
+                    "WebSocket request for %s refused (%d): %s",
+                    environ.get("PATH_INFO"),
+                    reject.status,
+                    reject.reason,
+                )
+                return _respond(start_response, reject)
+            except HijackError as exc:
+                logger.error("%s", exc)
+                return _respond(start_response, Reject(501, str(exc)))
+            if not accepted:
+                logger.error(
+                    "WebSocket handler for %s returned %r without accepting",
+                    environ.get("PATH_INFO"),
+                    result,
+                )
+                return _respond(start_response, Reject(500, "handler did not accept"))
+            return []
+        # An upgrade request for the wrapped app (a Flask or Bottle WebSocket view, or a 404).
+        result = self._app(environ, _GuardedStartResponse(environ, start_response))
+        if environ.get(ENVIRON_ACCEPTED):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # runs the framework's teardown; its response body is not sent
+            return []
+        return result
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.app is None:
+            return _respond(start_response, Reject(404, "not found"))
+        return self.app(environ, start_response)
+
+
+class _GuardedStartResponse:
+    """Once a WebSocket took the connection, whatever the framework answers goes nowhere."""
+
+    __slots__ = ("environ", "start_response")
+
+    def __init__(self, environ: dict[str, Any], start_response: StartResponse) -> None:
+        self.environ = environ
+        self.start_response = start_response
+
+    def __call__(self, *args: Any) -> Callable[[bytes], object]:
+        if self.environ.get(ENVIRON_ACCEPTED):
+            return _discard
+        return self.start_response(*args)
+
+
+def _discard(data: bytes) -> None:
+    pass

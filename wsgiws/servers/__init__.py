@@ -1,0 +1,58 @@
+"""Taking the socket over from the WSGI server: one small module per server.
+
+Each adapter answers ``find(environ)`` with a :class:`Hijack` when it
+recognises the mechanism its server offers (servers are told apart by what
+they put in the environ, never by ``SERVER_SOFTWARE``), else None.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import HijackError
+
+__all__ = ["Hijack", "find_socket"]
+
+
+def is_socket(obj: object) -> bool:
+    """A standard or gevent socket (gevent's is not a subclass of the standard one)."""
+    if isinstance(obj, socket.socket):
+        return True
+    try:
+        from gevent import socket as gsocket
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return False
+    return isinstance(obj, gsocket.socket)
+
+
+@dataclass
+class Hijack:
+    """A server's socket, and how to collect the bytes it already read past the request."""
+
+    server: str
+    sock: socket.socket
+    take_buffered: Callable[[], bytes]
+
+
+from . import gunicorn, pywsgi  # noqa: E402  (they use Hijack and is_socket)
+
+Finder = Callable[[Mapping[str, Any]], "Hijack | None"]
+
+#: Tried in order; the first that recognises the environ wins.
+FINDERS: list[Finder] = [gunicorn.find, pywsgi.find]
+
+
+def find_socket(environ: Mapping[str, Any]) -> Hijack:
+    """The upgrade request's socket, or :class:`HijackError` naming the server."""
+    for finder in FINDERS:
+        found = finder(environ)
+        if found is not None:
+            return found
+    server = environ.get("SERVER_SOFTWARE") or "this WSGI server"
+    raise HijackError(
+        f"{server} does not give WSGI applications access to the client socket, so it cannot "
+        "serve WebSockets; run the app under gunicorn (-k gevent) or gevent.pywsgi"
+    )

@@ -1,0 +1,31 @@
+"""gevent.pywsgi.WSGIServer (and gunicorn's ``-k gevent_pywsgi`` worker).
+
+For an upgrade request pywsgi puts its buffered reader itself in
+``wsgi.input``; the socket is the reader's raw stream's. Bytes the client sent
+right behind its handshake sit in that reader's buffer.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from ._buffered import drain_reader
+
+if TYPE_CHECKING:
+    from . import Hijack
+
+
+def find(environ: Mapping[str, Any]) -> Hijack | None:
+    from . import Hijack, is_socket
+
+    reader = environ.get("wsgi.input")
+    sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    if not isinstance(reader, io.BufferedReader) or not is_socket(sock):
+        sock = environ.get("gunicorn.sock")  # gunicorn's pywsgi worker names it so
+        if not isinstance(reader, io.BufferedReader) or not is_socket(sock):
+            return None
+    conn = cast(socket.socket, sock)
+    return Hijack("gevent.pywsgi", conn, lambda: drain_reader(reader, conn))

@@ -1,0 +1,537 @@
+"""The connection layer: a :class:`WebSocket` over a (green) socket.
+
+One instance is one connection. Reading happens in whichever greenlet asks for
+something (a message, a pong, the peer's close), under a read lock, so an idle
+connection costs no greenlet of its own; keepalive uses timers. Sends are
+serialized by a send lock and always write whole frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final
+
+from ._runtime import Lock, Runtime, Timer, runtime_for
+from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
+from .protocol import (
+    OK_CLOSE_CODES,
+    Close,
+    CloseCode,
+    Extension,
+    Message,
+    Pong,
+    Protocol,
+    ProtocolFailure,
+    Role,
+)
+
+__all__ = ["WebSocket"]
+
+logger = logging.getLogger("wsgiws")
+
+#: Opens the connection: sends the 101 (server) and returns the socket and any
+#: bytes the peer sent behind its handshake that were already read.
+Opener = Callable[["WebSocket"], "tuple[socket.socket, bytes]"]
+
+_READ_SIZE: Final = 65536
+_YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
+
+
+class WebSocket:
+    """A WebSocket connection, handed to handlers (server) or returned by ``connect`` (client).
+
+    Thread- and greenlet-safe: several greenlets may send, receive and ping at once.
+
+    Server-side a handler's WebSocket starts unaccepted: the first ``receive``,
+    ``send`` or ``ping`` accepts it (answers ``101``), or call :meth:`accept`
+    explicitly, e.g. to pick a subprotocol. Until then a handler may still
+    refuse the request with an HTTP response (``raise Reject(403)``, or
+    ``abort(403)`` in Flask).
+    """
+
+    def __init__(
+        self,
+        *,
+        role: Role = Role.SERVER,
+        environ: Mapping[str, Any] | None = None,
+        subprotocol: str | None = None,
+        offered_subprotocols: Iterable[str] = (),
+        extension: Extension | None = None,
+        max_message_size: int | None = 1 << 20,
+        max_fragments: int | None = None,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 10.0,
+        opener: Opener | None = None,
+        sock: socket.socket | None = None,
+        leftover: bytes = b"",
+    ) -> None:
+        self.role = role
+        #: The WSGI environ of the upgrade request (empty for a client).
+        self.environ: Mapping[str, Any] = environ if environ is not None else {}
+        #: The negotiated subprotocol, or None.
+        self.subprotocol = subprotocol
+        self.offered_subprotocols = list(offered_subprotocols)
+        self.extension = extension
+        self.max_message_size = max_message_size
+        self.max_fragments = max_fragments
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        #: Close code and reason once closed (see :class:`ConnectionClosed` for their meaning).
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        self._opener = opener
+        self._sock: socket.socket | None = None
+        self._proto: Protocol | None = None
+        self._rt: Runtime | None = None
+        self._incoming: deque[str | bytes] = deque()
+        self._closed = False
+        self._closing_started = False
+        self._bytes_in = 0
+        self._handed_out = 0
+        self._read_waiters = 0
+        self._pong_waiters: list[tuple[bytes, list[bool]]] = []
+        self._keepalive_timer: Timer | None = None
+        self._read_lock: Lock
+        self._send_lock: Lock
+        if sock is not None:
+            self._open(sock, leftover)
+
+    # ----------------------------------------------------------------- opening
+
+    @property
+    def accepted(self) -> bool:
+        return self._proto is not None
+
+    def accept(self, subprotocol: str | None = None) -> None:
+        """Answer the handshake (``101``) and open the connection; a no-op once open.
+
+        ``subprotocol`` overrides the one chosen from the route's list; it must
+        be one the client offered.
+        """
+        if self._proto is not None:
+            return
+        if self._opener is None:
+            raise RuntimeError("this WebSocket has no handshake to answer")
+        if subprotocol is not None:
+            if subprotocol not in self.offered_subprotocols:
+                raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
+            self.subprotocol = subprotocol
+        opener, self._opener = self._opener, None
+        sock, leftover = opener(self)
+        self._open(sock, leftover)
+
+    def _open(self, sock: socket.socket, leftover: bytes) -> None:
+        rt = runtime_for(sock)
+        self._rt = rt
+        self._read_lock = rt.lock()
+        self._send_lock = rt.lock()
+        self._sock = sock
+        self._proto = Protocol(
+            self.role,
+            max_message_size=self.max_message_size,
+            max_fragments=self.max_fragments,
+            extension=self.extension,
+        )
+        if self.ping_interval:
+            self._keepalive_timer = rt.call_later(self.ping_interval, self._keepalive_ping)
+        if leftover:
+            self._feed(leftover)
+
+    def _ensure_open(self) -> Protocol:
+        if self._proto is None:
+            self.accept()
+        assert self._proto is not None
+        return self._proto
+
+    # ----------------------------------------------------------------- receive
+
+    def receive(self, timeout: float | None = None) -> str | bytes:
+        """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`ReceiveTimeout` after ``timeout`` seconds without one (the
+        connection stays usable), :class:`ConnectionClosedOK` after a normal
+        close and :class:`ConnectionClosedError` after any other end.
+        """
+        incoming = self._incoming
+        if not incoming:
+            if self._proto is None:
+                self.accept()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not incoming:
+                if self._closed:
+                    raise self._closed_exception()
+                self._read(deadline)
+        self._handed_out += 1
+        if self._handed_out % _YIELD_EVERY == 0:
+            # A peer that keeps our buffer full never makes recv block; yield anyway.
+            assert self._rt is not None
+            self._rt.cooperate()
+        return incoming.popleft()
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Messages until the connection closes; a normal close ends the loop quietly."""
+        while True:
+            try:
+                yield self.receive()
+            except ConnectionClosedOK:
+                return
+
+    def _read(self, deadline: float | None) -> None:
+        """Read once from the socket (or wait for the greenlet that is reading)."""
+        lock = self._read_lock
+        if not lock.acquire(blocking=False):
+            self._read_waiters += 1
+            try:
+                if deadline is None:
+                    lock.acquire()
+                elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise ReceiveTimeout
+            finally:
+                self._read_waiters -= 1
+        try:
+            if self._incoming or self._closed:
+                return
+            timeout = None if deadline is None else deadline - time.monotonic()
+            assert self._rt is not None and self._sock is not None
+            try:
+                data = self._rt.recv(self._sock, _READ_SIZE, timeout)
+            except TimeoutError:
+                raise ReceiveTimeout from None
+            except OSError as exc:
+                self._connection_lost(f"socket error: {exc}", reading=True)
+                return
+            if not data:
+                self._connection_lost("the peer closed TCP without a close frame", reading=True)
+                return
+            self._feed(data)
+        finally:
+            lock.release()
+            if self._read_waiters and self._rt is not None:
+                self._rt.cooperate()  # hand the lock over to the waiting greenlet
+
+    def _feed(self, data: bytes) -> None:
+        proto = self._proto
+        assert proto is not None
+        self._bytes_in += len(data)
+        events = proto.receive_data(data)
+        owed = proto.data_to_send()
+        if owed:
+            self._write_control(owed)
+        for event in events:
+            if type(event) is Message:
+                if not self._closing_started:
+                    self._incoming.append(event.data)
+            elif type(event) is Pong:
+                self._pong_arrived(event.payload)
+            elif type(event) is Close:
+                self._peer_closed(event)
+            elif type(event) is ProtocolFailure:
+                logger.info("WebSocket %s failed (%d): %s", self._path(), event.code, event.reason)
+                self._finish(event.code, event.reason, reading=True)
+
+    def _pong_arrived(self, payload: bytes) -> None:
+        # A pong answers the ping with its payload and, implicitly, every earlier ping.
+        waiters = self._pong_waiters
+        for index, (expected, _) in enumerate(waiters):
+            if expected == payload:
+                for _, earlier in waiters[: index + 1]:
+                    earlier.append(True)
+                del waiters[: index + 1]
+                break
+
+    def _peer_closed(self, close: Close) -> None:
+        proto = self._proto
+        assert proto is not None
+        if proto.close_sent is not None and proto.close_sent.code not in (close.code, 1005):
+            # We closed first: our code is the one that describes this connection.
+            self._finish(proto.close_sent.code, proto.close_sent.reason, reading=True)
+        else:
+            self._finish(close.code, close.reason, reading=True)
+
+    # -------------------------------------------------------------------- send
+
+    def send(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Send one message: text for ``str``, binary for bytes-like."""
+        proto = self._proto
+        if proto is None:
+            proto = self._ensure_open()
+        with self._send_lock:
+            try:
+                frame = proto.send_message(message)
+            except RuntimeError:
+                raise self._closed_exception() from None
+            self._write(frame)
+
+    def send_stream(self, chunks: Iterable[str | bytes]) -> None:
+        """Send an iterable of chunks as one fragmented message (all ``str`` or all bytes).
+
+        Other senders wait until the whole message is out, as the protocol requires.
+        """
+        proto = self._ensure_open()
+        with self._send_lock:
+            previous: str | bytes | None = None
+            kind: type | None = None
+            try:
+                for chunk in chunks:
+                    if kind is None:
+                        kind = str if isinstance(chunk, str) else bytes
+                    elif isinstance(chunk, str) != (kind is str):
+                        raise TypeError("a streamed message mixes text and binary chunks")
+                    if previous is not None:
+                        self._write(proto.send_fragment(previous, fin=False))
+                    previous = chunk
+                if previous is None:
+                    previous = ""  # an empty iterable sends an empty text message
+                self._write(proto.send_fragment(previous, fin=True))
+            except RuntimeError:
+                raise self._closed_exception() from None
+
+    def ping(self, payload: bytes = b"") -> PongWaiter:
+        """Send a ping; the returned waiter's ``wait(timeout)`` is True once its pong came."""
+        proto = self._ensure_open()
+        flag: list[bool] = []
+        with self._send_lock:
+            try:
+                frame = proto.send_ping(payload)
+            except RuntimeError:
+                raise self._closed_exception() from None
+            self._pong_waiters.append((payload, flag))
+            self._write(frame)
+        return PongWaiter(self, flag)
+
+    def _write(self, data: bytes) -> None:
+        """Write all of ``data``; the send lock is held."""
+        assert self._sock is not None
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self._connection_lost(f"socket error while sending: {exc}")
+            raise self._closed_exception() from None
+
+    def _write_control(self, data: bytes) -> None:
+        """Write a pong or a close reply the engine owes the peer."""
+        with self._send_lock:
+            try:
+                self._write(data)
+            except ConnectionClosed:
+                pass
+
+    # ------------------------------------------------------------------- close
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close the connection: send a close frame, wait up to ``close_timeout``
+        for the peer's, then end TCP. Does nothing if already closed."""
+        if self._closed:
+            return
+        proto = self._ensure_open()
+        deadline = time.monotonic() + self.close_timeout
+        acquired = self._send_lock.acquire(timeout=self.close_timeout)
+        if not acquired:
+            # A send is stuck behind a peer that does not read: no clean close is possible.
+            self._finish(CloseCode.ABNORMAL, "send blocked while closing")
+            return
+        try:
+            frame = proto.send_close(code, reason)
+            self._closing_started = True
+            if frame:
+                try:
+                    self._write(frame)
+                except ConnectionClosed:
+                    return
+        finally:
+            self._send_lock.release()
+        self._wait(lambda: self._closed, deadline)
+        if not self._closed:
+            self._finish(code, reason)
+
+    def _wait(self, condition: Callable[[], bool], deadline: float) -> bool:
+        """Read until ``condition()`` holds or ``deadline`` passes."""
+        while not condition():
+            if self._closed or time.monotonic() >= deadline:
+                return condition()
+            try:
+                self._read(deadline)
+            except ReceiveTimeout:
+                return condition()
+        return True
+
+    def _finish(self, code: int, reason: str, *, reading: bool = False) -> None:
+        """The WebSocket is over: record how, and end TCP.
+
+        ``reading``: the caller holds the read lock (so it may drain the socket).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._closing_started = True
+        self.close_code = code
+        self.close_reason = reason
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self._end_tcp(reading)
+
+    def _connection_lost(self, why: str, *, reading: bool = False) -> None:
+        if not self._closed:
+            logger.debug("WebSocket %s: %s", self._path(), why)
+            self._finish(CloseCode.ABNORMAL, why, reading=reading)
+
+    def _end_tcp(self, reading: bool) -> None:
+        """Half-close, let the peer finish (so our close frame is not lost to a reset), end."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        # Drain only if no other greenlet is reading this socket (it would be woken below).
+        drain = reading or self._read_lock.acquire(blocking=False)
+        if drain and self.role is Role.SERVER:
+            # Read (and drop) what is in flight until the peer's FIN, briefly.
+            assert self._rt is not None
+            deadline = time.monotonic() + min(self.close_timeout, 2.0)
+            try:
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._rt.recv(sock, _READ_SIZE, remaining):
+                        break
+            except (OSError, TimeoutError):
+                pass
+        if drain and not reading:
+            self._read_lock.release()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _closed_exception(self) -> ConnectionClosed:
+        code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL
+        cls = ConnectionClosedOK if code in OK_CLOSE_CODES else ConnectionClosedError
+        return cls(code, self.close_reason)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # --------------------------------------------------------------- keepalive
+
+    def _keepalive_ping(self) -> None:
+        """Runs every ``ping_interval``: ping, then judge the peer after ``ping_timeout``."""
+        if self._closed or self._proto is None:
+            return
+        self._keepalive_timer = None
+        timeout = self.ping_timeout
+        seen = self._bytes_in
+        if not self._send_lock.acquire(timeout=timeout or self.ping_interval or 20.0):
+            self._keepalive_failed("a send has been blocked longer than the keepalive timeout")
+            return
+        try:
+            frame = self._proto.send_ping(b"")
+            self._write(frame)
+        except (RuntimeError, ConnectionClosed):
+            return
+        finally:
+            self._send_lock.release()
+        assert self._rt is not None
+        if timeout:
+            self._keepalive_timer = self._rt.call_later(
+                timeout, lambda: self._keepalive_check(seen)
+            )
+        else:
+            self._schedule_ping()
+
+    def _keepalive_check(self, seen: int) -> None:
+        if self._closed:
+            return
+        self._keepalive_timer = None
+        if self._bytes_in == seen and self._read_lock.acquire(blocking=False):
+            # Nobody is reading: look at what the peer sent without blocking.
+            try:
+                assert self._rt is not None and self._sock is not None
+                if len(self._incoming) < 256:
+                    data = self._rt.recv(self._sock, _READ_SIZE, 0.0)
+                    if data:
+                        self._feed(data)
+                    else:
+                        self._connection_lost(
+                            "the peer closed TCP without a close frame", reading=True
+                        )
+                elif self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    self._bytes_in += 1  # unread data proves the peer was alive
+            except (OSError, TimeoutError):
+                pass
+            finally:
+                self._read_lock.release()
+        if self._closed:
+            return
+        if self._bytes_in == seen:
+            self._keepalive_failed("no pong within the keepalive timeout")
+        else:
+            self._schedule_ping()
+
+    def _schedule_ping(self) -> None:
+        if not self._closed and self.ping_interval and self._rt is not None:
+            self._keepalive_timer = self._rt.call_later(self.ping_interval, self._keepalive_ping)
+
+    def _keepalive_failed(self, why: str) -> None:
+        logger.info("WebSocket %s: %s; closing with 1011", self._path(), why)
+        proto = self._proto
+        assert proto is not None
+        if self._send_lock.acquire(blocking=False):
+            try:
+                frame = proto.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                if frame and self._sock is not None:
+                    self._sock.settimeout(1.0)
+                    self._sock.sendall(frame)
+            except (OSError, RuntimeError):
+                pass
+            finally:
+                self._send_lock.release()
+        self._finish(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        if self._sock is not None:
+            try:  # wake a greenlet blocked on this socket
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------- misc
+
+    def _path(self) -> str:
+        return str(self.environ.get("PATH_INFO", "")) or "(client)"
+
+    @property
+    def path(self) -> str:
+        """The request path (``PATH_INFO``) of the upgrade request."""
+        return str(self.environ.get("PATH_INFO", ""))
+
+    def __enter__(self) -> WebSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._proto else "unaccepted"
+        return f"<WebSocket {self._path()} {state}>"
+
+
+class PongWaiter:
+    """Returned by :meth:`WebSocket.ping`."""
+
+    __slots__ = ("_flag", "_ws")
+
+    def __init__(self, ws: WebSocket, flag: list[bool]) -> None:
+        self._ws = ws
+        self._flag = flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait (reading the connection if nobody else is) until the pong arrives."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        return self._ws._wait(lambda: bool(self._flag), deadline)
