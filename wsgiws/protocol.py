@@ -272,6 +272,11 @@ class Protocol:
         self._buf = bytearray()
         self._need = 2  # bytes the parser needs before it can make progress
         # The fragmented message being received: opcode 0 when none.
+        # The data frame whose payload is arriving.
+        self._frame_left = 0
+        self._frame_fin = False
+        self._frame_offset = 0
+        self._frame_key: bytes | None = None
         self._msg_opcode = 0
         self._msg_compressed = False
         self._msg_size = 0
@@ -281,7 +286,7 @@ class Protocol:
         self._decoder: codecs.IncrementalDecoder | None = None
         # Outgoing.
         self._out = bytearray()
-        self._pending_pong: bytes | None = None
+        self._pending_pongs: list[bytes] = []
         self._out_fragmenting = False
         self._out_compressed = False
         self.close_sent: Close | None = None
@@ -291,9 +296,14 @@ class Protocol:
     # ------------------------------------------------------------------ receive
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Feed bytes from the peer; return the events they complete."""
+        """Feed bytes from the peer; return the events they complete.
+
+        After a :class:`ProtocolFailure` event the engine ignores further input;
+        the caller sends a close with the failure's code (:meth:`send_close`),
+        after delivering the messages that came before it, and ends TCP.
+        """
         if self.close_received is not None or self.failure is not None:
-            return []  # nothing the peer sends after its close (or our failure) counts
+            return []  # nothing the peer sends after its close (or a failure) counts
         buf: bytes | bytearray
         if self._buf:
             buf = self._buf
@@ -305,6 +315,8 @@ class Protocol:
             if buf is not self._buf:
                 self._buf = bytearray(buf)
             return []
+        pongs = self._pending_pongs
+        stale = len(pongs)
         events: list[Event] = []
         try:
             pos = self._parse(buf, events)
@@ -314,9 +326,12 @@ class Protocol:
             self._buf = bytearray()
             self._need = 2
             self._reset_message()
-            self._queue_close(exc.code, exc.reason)
             events.append(failure)
             return events
+        finally:
+            if stale > 1 or (stale and len(pongs) > stale):
+                # Pongs still unsent when new pings come: answer the latest ping only.
+                del pongs[: stale if len(pongs) > stale else stale - 1]
         if buf is self._buf:
             if pos:
                 del self._buf[:pos]
@@ -325,11 +340,30 @@ class Protocol:
         return events
 
     def _parse(self, buf: bytes | bytearray, events: list[Event]) -> int:
-        """Handle every complete frame in ``buf``; return how many bytes were used."""
+        """Handle what ``buf`` holds; return how many bytes were used."""
         pos = 0
         end = len(buf)
         expect_mask = self._expect_mask
-        while end - pos >= 2:
+        while pos < end:
+            left = self._frame_left
+            if left:
+                # Inside a data frame's payload: take what is here, validate it now.
+                take = min(left, end - pos)
+                chunk = buf[pos : pos + take]
+                pos += take
+                key = self._frame_key
+                if key is not None:
+                    offset = self._frame_offset & 3
+                    chunk = apply_mask(chunk, key[offset:] + key[:offset] if offset else key)
+                else:
+                    chunk = bytes(chunk)
+                self._frame_offset += take
+                self._frame_left = left = left - take
+                self._message_chunk(chunk, not left and self._frame_fin, events)
+                continue
+            if end - pos < 2:
+                self._need = 2
+                return pos
             b0 = buf[pos]
             b1 = buf[pos + 1]
             if b1 & 0x80 != expect_mask:
@@ -360,25 +394,68 @@ class Protocol:
             self._check_header(b0, opcode, fin, length)
             if expect_mask:
                 header += 4
-            total = header + length
-            if end - pos < total:
-                self._need = total
-                return pos
             start = pos + header
-            pos += total
-            if expect_mask:
-                payload = apply_mask(buf[start:pos], bytes(buf[start - 4 : start]))
-            else:
-                payload = bytes(buf[start:pos])
+            if start > end:
+                self._need = header
+                return pos
             if opcode >= 8:
+                # Control frames are small: wait for the whole frame.
+                if end - start < length:
+                    self._need = header + length
+                    return pos
+                pos = start + length
+                if expect_mask:
+                    payload = apply_mask(buf[start:pos], bytes(buf[start - 4 : start]))
+                else:
+                    payload = bytes(buf[start:pos])
                 self._control_frame(opcode, payload, events)
                 if self.close_received is not None:
                     self._need = 2
                     return end  # whatever follows the peer's close is ignored
-            else:
-                self._data_frame(b0, opcode, fin, payload, events)
-        self._need = 2
+                continue
+            if opcode and fin and end - start >= length and not (b0 & 0x40 and self.extension):
+                # The common case: a whole message in one frame, all here.
+                pos = start + length
+                if expect_mask:
+                    payload = apply_mask(buf[start:pos], bytes(buf[start - 4 : start]))
+                else:
+                    payload = bytes(buf[start:pos])
+                if opcode == Opcode.TEXT:
+                    try:
+                        events.append(Message(payload.decode("utf-8")))
+                    except UnicodeDecodeError:
+                        raise _Fail(
+                            CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
+                        ) from None
+                else:
+                    events.append(Message(payload))
+                continue
+            pos = start
+            self._start_frame(b0, opcode, fin, length)
+            self._frame_key = bytes(buf[start - 4 : start]) if expect_mask else None
+            if not length:
+                self._message_chunk(b"", bool(fin), events)
+        self._need = 1 if self._frame_left else 2
         return pos
+
+    def _start_frame(self, b0: int, opcode: int, fin: int, length: int) -> None:
+        if opcode:  # the first frame of a message
+            compressed = bool(b0 & 0x40) and self.extension is not None
+            self._msg_opcode = opcode
+            self._msg_compressed = compressed
+            self._msg_size = 0
+            self._msg_frames = 0
+            if compressed:
+                assert self.extension is not None
+                self.extension.begin_message()
+            if opcode == Opcode.TEXT:
+                self._decoder = _UTF8_DECODER()
+        self._msg_frames += 1
+        if self.max_fragments is not None and self._msg_frames > self.max_fragments:
+            raise _Fail(CloseCode.MESSAGE_TOO_BIG, f"message has over {self.max_fragments} frames")
+        self._frame_left = length
+        self._frame_fin = bool(fin)
+        self._frame_offset = 0
 
     def _check_header(self, b0: int, opcode: int, fin: int, length: int) -> None:
         """Validate a frame from its header alone, before its payload is buffered."""
@@ -412,8 +489,7 @@ class Protocol:
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode == Opcode.PING:
             if self.close_sent is None:
-                # Several pings before the pong goes out: answer the latest only.
-                self._pending_pong = payload
+                self._pending_pongs.append(payload)
             events.append(Ping(payload))
         elif opcode == Opcode.PONG:
             events.append(Pong(payload))
@@ -441,62 +517,36 @@ class Protocol:
             raise _Fail(CloseCode.PROTOCOL_ERROR, "close reason is not valid UTF-8") from None
         return Close(code, reason)
 
-    def _data_frame(
-        self, b0: int, opcode: int, fin: int, payload: bytes, events: list[Event]
-    ) -> None:
-        if opcode:  # the first frame of a message
-            compressed = bool(b0 & 0x40) and self.extension is not None
-            if fin and not compressed:  # the common case: a whole message in one frame
-                if opcode == Opcode.TEXT:
-                    try:
-                        events.append(Message(payload.decode("utf-8")))
-                    except UnicodeDecodeError:
-                        raise _Fail(
-                            CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
-                        ) from None
-                else:
-                    events.append(Message(payload))
-                return
-            self._msg_opcode = opcode
-            self._msg_compressed = compressed
-            self._msg_size = 0
-            self._msg_frames = 0
-            if compressed:
-                assert self.extension is not None
-                self.extension.begin_message()
-            if opcode == Opcode.TEXT:
-                self._decoder = _UTF8_DECODER()
-        self._msg_frames += 1
-        if self.max_fragments is not None and self._msg_frames > self.max_fragments:
-            raise _Fail(CloseCode.MESSAGE_TOO_BIG, f"message has over {self.max_fragments} frames")
+    def _message_chunk(self, chunk: bytes, last: bool, events: list[Event]) -> None:
+        """A piece of the current message's payload; ``last`` ends the message."""
         if self._msg_compressed:
             assert self.extension is not None
             limit = self.max_message_size
             try:
-                payload = self.extension.decode(
-                    payload, bool(fin), None if limit is None else limit - self._msg_size
+                chunk = self.extension.decode(
+                    chunk, last, None if limit is None else limit - self._msg_size
                 )
-            except Exception as exc:  # DeflateError carries its code; anything else is corrupt data
+            except Exception as exc:  # DeflateError carries its code; anything else is corrupt
                 code = getattr(exc, "code", CloseCode.INVALID_DATA)
                 raise _Fail(code, getattr(exc, "reason", "invalid compressed data")) from None
-        self._msg_size += len(payload)
+        self._msg_size += len(chunk)
         decoder = self._decoder
         if decoder is not None:
             try:
-                text = decoder.decode(payload, bool(fin))
+                text = decoder.decode(chunk, last)
             except UnicodeDecodeError:
                 raise _Fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message") from None
-            if not fin and not _partial_utf8_ok(decoder.getstate()[0]):
+            if not last and not _partial_utf8_ok(decoder.getstate()[0]):
                 raise _Fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
             if text:
                 self._text_parts.append(text)
-            if fin:
+            if last:
                 events.append(Message("".join(self._text_parts)))
                 self._reset_message()
         else:
-            if payload:
-                self._msg_parts.append(payload)
-            if fin:
+            if chunk:
+                self._msg_parts.append(chunk)
+            if last:
                 events.append(Message(b"".join(self._msg_parts)))
                 self._reset_message()
 
@@ -508,6 +558,7 @@ class Protocol:
         self._msg_parts = []
         self._text_parts = []
         self._decoder = None
+        self._frame_left = 0
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""
@@ -601,7 +652,6 @@ class Protocol:
         payload = encode_close_payload(code, reason)
         if self.close_sent is not None or self.state is State.CLOSED:
             return b""
-        self._pending_pong = None
         self.close_sent = Close(code, reason)
         self.state = State.CLOSED if self.close_received is not None else State.CLOSING
         return self._frame(Opcode.CLOSE, payload)
@@ -609,25 +659,35 @@ class Protocol:
     def _queue_close(self, code: int, reason: str) -> None:
         if self.close_sent is not None:
             return
-        if len(reason.encode("utf-8")) > _MAX_CONTROL_PAYLOAD - 2:
-            reason = ""
-        pong = self._pending_pong
-        if pong is not None:  # a ping that came before the close still gets its pong, first
-            self._out += self._frame(Opcode.PONG, pong)
+        self._take_pongs()  # pings that came before the close still get their pongs, first
         self._out += self.send_close(code, reason)
 
-    def data_to_send(self) -> bytes:
-        """Bytes the engine owes the peer: the pong to the latest ping, a close reply."""
-        pong = self._pending_pong
-        if pong is not None:
-            self._pending_pong = None
+    def _take_pongs(self) -> None:
+        pongs = self._pending_pongs
+        if pongs:
             if self.close_sent is None:
-                self._out += self._frame(Opcode.PONG, pong)
+                for payload in pongs:
+                    self._out += self._frame(Opcode.PONG, payload)
+            pongs.clear()
+
+    def data_to_send(self) -> bytes:
+        """Bytes the engine owes the peer: pongs, a close reply.
+
+        Every ping answered here gets its pong; pongs not taken before the next
+        :meth:`receive_data` call are superseded by newer pings (RFC 6455 5.5.3).
+        """
+        if self._pending_pongs:
+            self._take_pongs()
         if not self._out:
             return b""
         out = bytes(self._out)
         self._out.clear()
         return out
+
+    @property
+    def owes_data(self) -> bool:
+        """True when :meth:`data_to_send` has something."""
+        return bool(self._out or self._pending_pongs)
 
     @property
     def closed(self) -> bool:

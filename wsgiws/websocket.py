@@ -94,6 +94,7 @@ class WebSocket:
         self._closing_started = False
         self._bytes_in = 0
         self._handed_out = 0
+        self._pending_failure: ProtocolFailure | None = None
         self._read_waiters = 0
         self._pong_waiters: list[tuple[bytes, list[bool]]] = []
         self._keepalive_timer: Timer | None = None
@@ -166,6 +167,9 @@ class WebSocket:
             while not incoming:
                 if self._closed:
                     raise self._closed_exception()
+                if self._pending_failure is not None:
+                    self._fail(self._pending_failure)
+                    continue
                 self._read(deadline)
         self._handed_out += 1
         if self._handed_out % _YIELD_EVERY == 0:
@@ -195,7 +199,7 @@ class WebSocket:
             finally:
                 self._read_waiters -= 1
         try:
-            if self._incoming or self._closed:
+            if self._incoming or self._closed or self._pending_failure is not None:
                 return
             timeout = None if deadline is None else deadline - time.monotonic()
             assert self._rt is not None and self._sock is not None
@@ -220,9 +224,8 @@ class WebSocket:
         assert proto is not None
         self._bytes_in += len(data)
         events = proto.receive_data(data)
-        owed = proto.data_to_send()
-        if owed:
-            self._write_control(owed)
+        if proto.owes_data:
+            self._flush_owed(wait=False)
         for event in events:
             if type(event) is Message:
                 if not self._closing_started:
@@ -233,7 +236,47 @@ class WebSocket:
                 self._peer_closed(event)
             elif type(event) is ProtocolFailure:
                 logger.info("WebSocket %s failed (%d): %s", self._path(), event.code, event.reason)
-                self._finish(event.code, event.reason, reading=True)
+                if self._incoming:
+                    # Messages that came before the fault are delivered first (and may be
+                    # answered); the connection fails once they are taken.
+                    self._pending_failure = event
+                else:
+                    self._fail(event, reading=True)
+
+    def _fail(self, failure: ProtocolFailure, *, reading: bool = False) -> None:
+        """Fail the connection: a close frame with the failure's code, then end TCP."""
+        self._pending_failure = None
+        proto = self._proto
+        assert proto is not None
+        if self._send_lock.acquire(timeout=self.close_timeout):
+            try:
+                frame = proto.send_close(failure.code, failure.reason)
+                if frame:
+                    self._write(frame)
+            except ConnectionClosed:
+                pass
+            finally:
+                self._send_lock.release()
+        self._finish(failure.code, failure.reason, reading=reading)
+
+    def _flush_owed(self, *, wait: bool) -> None:
+        """Write the pongs or close reply the engine owes the peer.
+
+        Without ``wait``, a busy send lock means a sender is writing: it flushes
+        them when it is done (see :meth:`send`), and reading goes on meanwhile.
+        """
+        lock = self._send_lock
+        if not (lock.acquire(timeout=self.close_timeout) if wait else lock.acquire(blocking=False)):
+            return
+        try:
+            assert self._proto is not None
+            owed = self._proto.data_to_send()
+            if owed:
+                self._write(owed)
+        except ConnectionClosed:
+            pass
+        finally:
+            lock.release()
 
     def _pong_arrived(self, payload: bytes) -> None:
         # A pong answers the ping with its payload and, implicitly, every earlier ping.
@@ -248,6 +291,8 @@ class WebSocket:
     def _peer_closed(self, close: Close) -> None:
         proto = self._proto
         assert proto is not None
+        if proto.owes_data:  # our close reply must go out before TCP ends
+            self._flush_owed(wait=True)
         if proto.close_sent is not None and proto.close_sent.code not in (close.code, 1005):
             # We closed first: our code is the one that describes this connection.
             self._finish(proto.close_sent.code, proto.close_sent.reason, reading=True)
@@ -267,6 +312,8 @@ class WebSocket:
             except RuntimeError:
                 raise self._closed_exception() from None
             self._write(frame)
+        if proto.owes_data:  # a reader left pongs for us while we held the lock
+            self._flush_owed(wait=False)
 
     def send_stream(self, chunks: Iterable[str | bytes]) -> None:
         """Send an iterable of chunks as one fragmented message (all ``str`` or all bytes).
@@ -314,14 +361,6 @@ class WebSocket:
             self._connection_lost(f"socket error while sending: {exc}")
             raise self._closed_exception() from None
 
-    def _write_control(self, data: bytes) -> None:
-        """Write a pong or a close reply the engine owes the peer."""
-        with self._send_lock:
-            try:
-                self._write(data)
-            except ConnectionClosed:
-                pass
-
     # ------------------------------------------------------------------- close
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
@@ -330,6 +369,9 @@ class WebSocket:
         if self._closed:
             return
         proto = self._ensure_open()
+        if self._pending_failure is not None:
+            self._fail(self._pending_failure)
+            return
         deadline = time.monotonic() + self.close_timeout
         acquired = self._send_lock.acquire(timeout=self.close_timeout)
         if not acquired:
