@@ -20,7 +20,13 @@ _TRAILER = b"\x00\x00\xff\xff"
 
 def sample_messages() -> list[bytes]:
     rows = [
-        {"id": i, "user": f"user{i % 17}", "event": "update", "price": 1000 + i * 3, "ok": i % 2 == 0}
+        {
+            "id": i,
+            "user": f"user{i % 17}",
+            "event": "update",
+            "price": 1000 + i * 3,
+            "ok": i % 2 == 0,
+        }
         for i in range(200)
     ]
     big = json.dumps(rows).encode()
@@ -70,7 +76,9 @@ def main() -> None:
             c = zlib.compressobj(6, zlib.DEFLATED, -wbits, mem_level)
             out = c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH)
             sizes.append(f"{len(m)}->{len(out) - 4}")
-        print(f"{wbits:5} {mem_level:8} {comp / 1024:9.1f}K {decomp / 1024:11.1f}K  {' '.join(sizes)}")
+        print(
+            f"{wbits:5} {mem_level:8} {comp / 1024:9.1f}K {decomp / 1024:11.1f}K  {' '.join(sizes)}"
+        )
 
     print("\ntime per message (us), 12/5, context takeover, reused objects vs new compressor")
     for level in (1, 6, 9):
