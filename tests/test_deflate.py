@@ -665,3 +665,12 @@ def test_large_final_fragment_and_defaults() -> None:
     frames = [client.encode_fragment(b"x" * 10, False), client.encode_fragment(data, True)]
     assert receive(server, frames) == b"x" * 10 + data
     assert "remote_max_window_bits=12" in repr(server)
+
+
+def test_peer_exceeding_negotiated_window_fails_with_1007() -> None:
+    block = os.urandom(2000)
+    payload = PerMessageDeflate(local_max_window_bits=15).encode(block + block)
+    assert receive(PerMessageDeflate(remote_max_window_bits=15), [payload]) == block + block
+    with pytest.raises(DeflateError) as info:
+        receive(PerMessageDeflate(remote_max_window_bits=10), [payload])
+    assert info.value.code == 1007
