@@ -66,8 +66,9 @@ zlib quirks
 * The inflater uses the negotiated window of the peer but at least 9 bits: some zlib-based
   peers asked for 8 bits silently use 9, and a larger inflate window is always safe. Always
   inflating with 15 bits would also be safe but would cost 39.2K instead of 11.2K per connection
-  with the default 12; a peer that exceeds the window it agreed to gets 1007 ("invalid distance
-  too far back").
+  with the default 12. A peer that exceeds the window it agreed to gets 1007 ("invalid distance
+  too far back") when zlib notices, i.e. when a reference reaches before data kept from earlier
+  calls; within one call zlib resolves it from its output buffer. Output is never wrong.
 
 Case sensitivity: extension and parameter names are compared exactly (they are registered in
 lower case; RFC 6455 §9.1 gives no case-insensitive rule for them), like mainstream
