@@ -1,0 +1,115 @@
+"""Start real servers (gevent.pywsgi, gunicorn) on 127.0.0.1 for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PYWSGI_RUNNER = """
+import sys, importlib
+from gevent.pywsgi import WSGIServer
+module, _, name = sys.argv[1].partition(":")
+app = getattr(importlib.import_module(module), name)
+server = WSGIServer(("127.0.0.1", int(sys.argv[2])), app)
+server.serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port}:\n{log.read_text()}")
+
+
+def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> list[str]:
+    """The command that serves WSGI ``app`` ("module:name") with server ``kind``."""
+    if kind == "pywsgi":
+        return [sys.executable, "-c", PYWSGI_RUNNER, app, str(port), *args]
+    if kind.startswith("gunicorn"):
+        worker = kind.partition("-")[2] or "gevent"
+        return [
+            sys.executable, "-m", "gunicorn", "-k", worker, "-b", f"127.0.0.1:{port}",
+            "-w", "1", "--access-logfile", "-", "--graceful-timeout", "5", *args, app,
+        ]  # fmt: skip
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+@contextmanager
+def serve(
+    kind: str, app: str, args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Run ``app`` under a real server process for the duration of the block."""
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix=f"wsgiws-{kind}-", suffix=".log")[1])
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            server_command(kind, app, port, args),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    server = Server(kind, port, process, log)
+    try:
+        wait_for_port(port, process, log)
+        yield server
+    finally:
+        server.stop()
+        log.unlink(missing_ok=True)
