@@ -170,16 +170,17 @@ class _TimerThread:
 
 
 _timer_thread = _TimerThread()
+_main_thread = threading.main_thread()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_timer_thread._reset)
 
 
-def _wait_readable(sock: socket.socket, timeout: float) -> bool:
+def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
     """Wait until ``sock`` is readable; poll() has no FD_SETSIZE limit, unlike select()."""
     if hasattr(select, "poll"):
         poller = select.poll()
         poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(timeout * 1000.0))
+        return bool(poller.poll(None if timeout is None else timeout * 1000.0))
     readable, _, _ = select.select([sock], [], [], timeout)  # pragma: no cover - Windows
     return bool(readable)
 
@@ -200,10 +201,13 @@ class ThreadRuntime:
         time.sleep(0)
 
     def recv(self, sock: socket.socket, size: int, timeout: float | None) -> bytes:
-        if timeout is not None:
+        # On the main thread (gunicorn's sync worker) wait in poll() even without a timeout:
+        # a signal interrupts poll() but not a recv() that servers restart (SA_RESTART),
+        # and only then do Python signal handlers run (gunicorn's SIGTERM sets worker.alive).
+        if timeout is not None or threading.current_thread() is _main_thread:
             pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
             if not (pending and pending()):
-                if not _wait_readable(sock, max(timeout, 0.0)):
+                if not _wait_readable(sock, None if timeout is None else max(timeout, 0.0)):
                     raise TimeoutError
         return sock.recv(size)
 
