@@ -6,8 +6,26 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from examples.echo import index
+from examples.echo import index as echo_index
 from wsgiws import WebSocket, WebSocketMiddleware, drain
+
+BROWSER_PAGE = b"""<!doctype html><html><body><pre id="out"></pre><script>
+const out = (t) => { document.getElementById("out").textContent += t + "\\n"; };
+const ws = new WebSocket("ws://" + location.host + "/echo");
+ws.onopen = () => { out("open"); ws.send("hello from the browser"); };
+ws.onmessage = (e) => { out("echo: " + e.data); ws.close(1000, "bye"); };
+ws.onerror = () => out("error");
+ws.onclose = (e) => out("closed " + e.code + " clean=" + e.wasClean);
+</script></body></html>"""
+
+
+def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """examples/echo.py's page, plus /browser: a page that reports an echo round trip."""
+    if environ.get("PATH_INFO") == "/browser":
+        start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(BROWSER_PAGE)))])
+        return [BROWSER_PAGE]
+    return echo_index(environ, start_response)
+
 
 app = WebSocketMiddleware(index, max_message_size=16 << 20)
 

@@ -144,3 +144,23 @@ def test_server_without_hijack_fails_with_501_naming_it(kind: str) -> None:
         client.close()
         with urllib.request.urlopen(srv.http_url + "/", timeout=5) as response:
             assert response.status == 200  # plain requests still work
+
+
+@pytest.mark.parametrize("kind", ["werkzeug", "gunicorn-gevent"])
+def test_real_browser_echo_and_clean_close(kind: str) -> None:
+    """Werkzeug answers the 101 with "Connection: Upgrade, close": Chromium accepts it."""
+    from tests.browser import CHROMIUM, page_text
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does)")
+    with serve(kind, "tests.apps:app") as srv:
+        if kind == "werkzeug":
+            client = RawClient(srv.port)
+            assert client.headers["connection"] == "Upgrade, close"  # what the browser gets
+            client.close()
+        text = page_text(srv.http_url + "/browser", "out", "closed")
+        assert text == "open\necho: hello from the browser\nclosed 1000 clean=true\n"
+        # examples/echo.py's own page opens its socket too
+        assert page_text(srv.http_url + "/", "log", "open").startswith("open (extensions:")
+        log = srv.log()
+        assert "Traceback" not in log
