@@ -22,7 +22,9 @@ ws.onclose = (e) => out("closed " + e.code + " clean=" + e.wasClean);
 def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """examples/echo.py's page, plus /browser: a page that reports an echo round trip."""
     if environ.get("PATH_INFO") == "/browser":
-        start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(BROWSER_PAGE)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(BROWSER_PAGE)))]
+        )
         return [BROWSER_PAGE]
     return echo_index(environ, start_response)
 

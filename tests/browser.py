@@ -40,9 +40,18 @@ def page_text(url: str, element_id: str, until: str, timeout: float = 20.0) -> s
             if pages:
                 with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as devtools:
                     for n in range(10_000):
-                        expression = f"(document.getElementById({element_id!r}) || {{}}).textContent"
-                        devtools.send(json.dumps({"id": n, "method": "Runtime.evaluate",
-                                                  "params": {"expression": expression}}))
+                        expression = (
+                            f"(document.getElementById({element_id!r}) || {{}}).textContent"
+                        )
+                        devtools.send(
+                            json.dumps(
+                                {
+                                    "id": n,
+                                    "method": "Runtime.evaluate",
+                                    "params": {"expression": expression},
+                                }
+                            )
+                        )
                         while (reply := json.loads(devtools.recv()))["id"] != n:
                             pass
                         text = reply["result"]["result"].get("value") or ""

@@ -11,7 +11,6 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Iterator
 
 import pytest
 from websockets.sync.client import connect

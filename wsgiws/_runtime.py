@@ -137,9 +137,7 @@ class _TimerThread:
         with self._cond:
             heapq.heappush(self._heap, (timer.deadline, next(self._counter), timer))
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="wsgiws-timers", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="wsgiws-timers", daemon=True)
                 self._thread.start()
             elif self._heap[0][2] is timer:
                 self._cond.notify()  # the new timer is due first: recompute the wait
@@ -206,9 +204,9 @@ class ThreadRuntime:
         # and only then do Python signal handlers run (gunicorn's SIGTERM sets worker.alive).
         if timeout is not None or threading.current_thread() is _main_thread:
             pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
-            if not (pending and pending()):
-                if not _wait_readable(sock, None if timeout is None else max(timeout, 0.0)):
-                    raise TimeoutError
+            wait = None if timeout is None else max(timeout, 0.0)
+            if not (pending and pending()) and not _wait_readable(sock, wait):
+                raise TimeoutError
         return sock.recv(size)
 
     def sleep(self, seconds: float) -> None:
