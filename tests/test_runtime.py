@@ -178,9 +178,7 @@ def test_gevent_mode_drain_and_late_registration() -> None:
     reader = gevent.spawn(read, late_client)
     reader.join(5)
     assert late_client.close_code == 1001
-    with gevent.Timeout(2):
-        while drain.open_websockets():
-            gevent.sleep(0.01)
+    assert drain.wait_closed(2, sleep=gevent.sleep)
     assert late.close_code == 1001
 
 
@@ -204,3 +202,17 @@ def test_pending_timers_are_cancelled_on_close() -> None:
     with pytest.raises(ConnectionClosed):
         server.receive()
     assert _timer_thread.pending() == base
+
+
+def test_thread_mode_keepalive() -> None:
+    from wsgiws.exceptions import ReceiveTimeout
+
+    a, b = socket.socketpair()
+    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=0.1, ping_timeout=0.2)
+    client = WebSocket(role=Role.CLIENT, sock=b, ping_interval=None)
+    with pytest.raises(ReceiveTimeout):
+        client.receive(timeout=0.6)  # reading answers the pings ...
+    assert not server.closed  # ... so the server keeps the connection
+    time.sleep(0.8)  # now nobody reads on the client side: no pongs
+    assert server.closed and server.close_code == 1011
+    b.close()

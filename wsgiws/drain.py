@@ -122,17 +122,20 @@ def start(
     return len(sockets)
 
 
-def wait_closed(timeout: float, poll: float = 0.05) -> bool:
+def wait_closed(
+    timeout: float, poll: float = 0.05, sleep: Callable[[float], object] = time.sleep
+) -> bool:
     """Wait until no WebSocket is open (True) or ``timeout`` passes (False).
 
-    Sleeps with ``time.sleep``: call it from a thread, or from a greenlet in a
-    process where gevent's monkey patching is active (gunicorn's gevent workers).
+    ``time.sleep`` suits threads, and greenlets where gevent's monkey patching is
+    active (gunicorn's gevent workers); in a greenlet without it pass
+    ``sleep=gevent.sleep``.
     """
     deadline = time.monotonic() + timeout
     while _open:
         if time.monotonic() >= deadline:
             return False
-        time.sleep(poll)
+        sleep(poll)
     return True
 
 
