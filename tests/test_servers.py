@@ -164,3 +164,14 @@ def test_real_browser_echo_and_clean_close(kind: str) -> None:
         assert page_text(srv.http_url + "/", "log", "open").startswith("open (extensions:")
         log = srv.log()
         assert "Traceback" not in log
+
+
+def test_uwsgi_environ_is_named_in_the_error() -> None:
+    """uWSGI (not installed here) is recognised by its environ keys, not SERVER_SOFTWARE."""
+    from wsgiws.exceptions import HijackError
+    from wsgiws.servers import find_socket
+
+    with pytest.raises(HijackError, match=r"^uWSGI without its own WebSocket API does not give"):
+        find_socket({"uwsgi.version": b"2.0.28", "wsgi.input": object()})
+    with pytest.raises(HijackError, match=r"^this WSGI server does not give"):
+        find_socket({})

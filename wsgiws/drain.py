@@ -123,14 +123,16 @@ def start(
 
 
 def wait_closed(
-    timeout: float, poll: float = 0.05, sleep: Callable[[float], object] = time.sleep
+    timeout: float, poll: float = 0.05, sleep: Callable[[float], object] | None = None
 ) -> bool:
     """Wait until no WebSocket is open (True) or ``timeout`` passes (False).
 
-    ``time.sleep`` suits threads, and greenlets where gevent's monkey patching is
-    active (gunicorn's gevent workers); in a greenlet without it pass
-    ``sleep=gevent.sleep``.
+    By default sleeps with ``time.sleep`` as it is at call time (gunicorn's gevent
+    workers patch it after this module is imported); that suits threads and
+    monkey-patched greenlets. In a greenlet without patching pass ``sleep=gevent.sleep``.
     """
+    if sleep is None:
+        sleep = time.sleep
     deadline = time.monotonic() + timeout
     while _open:
         if time.monotonic() >= deadline:
