@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from . import drain
 from .deflate import DeflateOptions, server_negotiate
 from .exceptions import ConnectionClosed, HijackError
 from .handshake import Accept, Reject, is_upgrade_request, validate_request
@@ -80,6 +81,8 @@ class _Opener:
         start_response = self.environ.get(ENVIRON_START_RESPONSE)
         if start_response is None:
             raise RuntimeError("wsgiws: the app is not wrapped in WebSocketMiddleware")
+        if drain.draining():  # the server is stopping: send the client elsewhere
+            raise Reject(503, "server is restarting; reconnect", [("Retry-After", "1")])
         self.accept.subprotocol = ws.subprotocol
         write = start_response("101 Switching Protocols", self.accept.response_headers())
         write(b"")  # flush the status line and headers now

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from . import drain as _drain
 from ._runtime import Lock, Runtime, Timer, runtime_for
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
 from .protocol import (
@@ -141,6 +142,8 @@ class WebSocket:
         )
         if self.ping_interval:
             self._keepalive_timer = rt.call_later(self.ping_interval, self._keepalive_ping)
+        if self.role is Role.SERVER:
+            _drain.register(self)
         if leftover:
             self._feed(leftover)
 
@@ -414,6 +417,7 @@ class WebSocket:
         self._closing_started = True
         self.close_code = code
         self.close_reason = reason
+        _drain.unregister(self)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
