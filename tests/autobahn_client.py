@@ -17,8 +17,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from wsgiws.client import connect  # noqa: E402
-from wsgiws.exceptions import ConnectionClosed, WebSocketError  # noqa: E402
+from wsgiws.client import connect
+from wsgiws.exceptions import ConnectionClosed, WebSocketError
 
 
 def run_case(url: str, number: int, agent: str) -> int | None:

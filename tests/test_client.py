@@ -161,7 +161,10 @@ def _handler(conn: ServerConnection) -> None:
 @contextmanager
 def websockets_server(host: str = "127.0.0.1", **kwargs: Any) -> Iterator[int]:
     """websockets' own server in a thread; yields its port."""
-    server = serve(_handler, host, 0, **kwargs)
+    if "sock" in kwargs:
+        server = serve(_handler, **kwargs)
+    else:
+        server = serve(_handler, host, 0, **kwargs)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -174,7 +177,7 @@ def websockets_server(host: str = "127.0.0.1", **kwargs: Any) -> Iterator[int]:
 def test_echo_and_compression_against_websockets() -> None:
     with websockets_server(max_size=None) as port, connect(f"ws://127.0.0.1:{port}/") as ws:
         assert isinstance(ws.extension, PerMessageDeflate)
-        assert ("Sec-WebSocket-Extensions" in dict(ws.response_headers))
+        assert "Sec-WebSocket-Extensions" in dict(ws.response_headers)
         text = "compress me " * 10000
         ws.send(text)
         assert ws.receive() == text
@@ -222,34 +225,34 @@ def test_request_headers_seen_by_an_independent_server() -> None:
 
 
 def test_subprotocol_negotiated_by_websockets() -> None:
-    with websockets_server(subprotocols=["b", "a"]) as port:
-        with connect(f"ws://127.0.0.1:{port}/", subprotocols=["a", "b"]) as ws:
-            assert ws.subprotocol in ("a", "b")
-            ws.send("s")
-            assert ws.receive() == "s"
+    with (
+        websockets_server(subprotocols=["b", "a"]) as port,
+        connect(f"ws://127.0.0.1:{port}/", subprotocols=["a", "b"]) as ws,
+    ):
+        assert ws.subprotocol in ("a", "b")
+        ws.send("s")
+        assert ws.receive() == "s"
 
 
 def test_rejection_by_websockets() -> None:
     def refuse(conn: ServerConnection, request: Any) -> Any:
         return conn.respond(403, "members only\n")
 
-    with websockets_server(process_request=refuse) as port:
-        with pytest.raises(HandshakeRejected) as info:
-            connect(f"ws://127.0.0.1:{port}/")
+    with (
+        websockets_server(process_request=refuse) as port,
+        pytest.raises(HandshakeRejected) as info,
+    ):
+        connect(f"ws://127.0.0.1:{port}/")
     assert info.value.status == 403
     assert info.value.body == b"members only\n"
 
 
 def test_ipv6_literal() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
     try:
-        socket.getaddrinfo("::1", 0)
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
     except OSError:
-        pytest.skip("no ::1")
-    with websockets_server(host="::1") as port, connect(f"ws://[::1]:{port}/headers") as ws:
+        pytest.skip("no IPv6 loopback")
+    with websockets_server(sock=listener) as port, connect(f"ws://[::1]:{port}/headers") as ws:
         assert f"('Host', '[::1]:{port}')" in str(ws.receive())
 
 
@@ -289,7 +292,9 @@ def test_wss_with_a_custom_context(tls_files: tuple[Path, Path], green: bool) ->
 
 
 @contextmanager
-def raw_server(script: Callable[[socket.socket], None]) -> Iterator[tuple[int, list[BaseException]]]:
+def raw_server(
+    script: Callable[[socket.socket], None],
+) -> Iterator[tuple[int, list[BaseException]]]:
     """A one-connection TCP server on 127.0.0.1 running ``script(conn)`` in a thread."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -371,7 +376,7 @@ def test_every_frame_is_masked_with_a_fresh_key() -> None:
     def script(conn: socket.socket) -> None:
         accept(conn)
         for _ in range(3):
-            b0, b1 = read_exact(conn, 2)
+            _, b1 = read_exact(conn, 2)
             assert b1 & 0x80
             keys.append(read_exact(conn, 4))
             read_exact(conn, b1 & 0x7F)
@@ -379,11 +384,13 @@ def test_every_frame_is_masked_with_a_fresh_key() -> None:
         assert (opcode, payload[:2]) == (8, struct.pack("!H", 1000))
         conn.sendall(b"\x88\x02\x03\xe8")
 
-    with raw_server(script) as (port, _):
-        with connect(f"ws://127.0.0.1:{port}/", compression=None, close_timeout=2) as ws:
-            ws.send("a")
-            ws.send(b"b")
-            ws.ping(b"c")
+    with (
+        raw_server(script) as (port, _),
+        connect(f"ws://127.0.0.1:{port}/", compression=None, close_timeout=2) as ws,
+    ):
+        ws.send("a")
+        ws.send(b"b")
+        ws.ping(b"c")
     assert len(set(keys)) == 3
 
 
@@ -395,16 +402,20 @@ def test_every_frame_is_masked_with_a_fresh_key() -> None:
     ],
 )
 def test_unoffered_subprotocol_or_extension_fails(extra: tuple[str, ...], match: str) -> None:
-    with raw_server(lambda conn: (accept(conn, *extra), conn.recv(10))[1] and None) as (port, _):
-        with pytest.raises(InvalidHandshake, match=match):
-            connect(f"ws://127.0.0.1:{port}/", compression=None)
+    def script(conn: socket.socket) -> None:
+        accept(conn, *extra)
+        conn.recv(10)
+
+    with raw_server(script) as (port, _), pytest.raises(InvalidHandshake, match=match):
+        connect(f"ws://127.0.0.1:{port}/", compression=None)
 
 
 @pytest.mark.parametrize(
     ("response", "match"),
     [
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXkgYXQgYWxs\r\n\r\n", "wrong Sec-WebSocket-Accept"),
+         b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXkgYXQgYWxs\r\n\r\n",
+         "wrong Sec-WebSocket-Accept"),
         (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n", "Upgrade"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "HTTP 200"),
         (b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
@@ -418,9 +429,8 @@ def test_handshake_failures_over_a_socket(response: bytes, match: str) -> None:
         read_request(conn)
         conn.sendall(response)
 
-    with raw_server(script) as (port, _):
-        with pytest.raises(InvalidHandshake, match=match):
-            connect(f"ws://127.0.0.1:{port}/")
+    with raw_server(script) as (port, _), pytest.raises(InvalidHandshake, match=match):
+        connect(f"ws://127.0.0.1:{port}/")
 
 
 def test_open_timeout_bounds_a_silent_server() -> None:
@@ -445,10 +455,12 @@ def test_frames_right_behind_the_101_are_not_lost() -> None:
         assert read_client_frame(conn)[0] == 8
         conn.sendall(b"\x88\x02\x03\xe8")
 
-    with raw_server(script) as (port, _):
-        with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
-            assert ws.receive() == "early"
-            assert ws.receive() == b"bird"
+    with (
+        raw_server(script) as (port, _),
+        connect(f"ws://127.0.0.1:{port}/", compression=None) as ws,
+    ):
+        assert ws.receive() == "early"
+        assert ws.receive() == b"bird"
 
 
 def test_client_waits_for_the_server_to_end_tcp() -> None:

@@ -17,7 +17,12 @@ def test_parse_uri_defaults_ports_paths_and_ipv6() -> None:
     assert (uri.secure, uri.host, uri.port, uri.resource) == (False, "example.com", 80, "/")
     assert uri.host_header == "example.com"
     uri = parse_uri("wss://Example.com/a/b?x=1&y=%20")
-    assert (uri.secure, uri.host, uri.port, uri.resource) == (True, "example.com", 443, "/a/b?x=1&y=%20")
+    assert (uri.secure, uri.host, uri.port, uri.resource) == (
+        True,
+        "example.com",
+        443,
+        "/a/b?x=1&y=%20",
+    )
     assert uri.host_header == "example.com"
     uri = parse_uri("ws://example.com:8080/p")
     assert uri.host_header == "example.com:8080"
@@ -81,14 +86,18 @@ def test_every_handshake_gets_a_fresh_random_key() -> None:
 
 
 def test_basic_auth_from_uri_and_header_overrides() -> None:
-    hs = ClientHandshake(parse_uri("ws://u:pw@h/"), headers=[("Host", "other"), ("User-Agent", "me")])
+    hs = ClientHandshake(
+        parse_uri("ws://u:pw@h/"), headers=[("Host", "other"), ("User-Agent", "me")]
+    )
     _, headers = _parse_request(hs.request())
     assert headers["authorization"] == "Basic " + base64.b64encode(b"u:pw").decode()
     assert headers["host"] == "other"
     assert headers["user-agent"] == "me"
 
 
-@pytest.mark.parametrize("name", ["Sec-WebSocket-Key", "upgrade", "Connection", "Sec-WebSocket-Version"])
+@pytest.mark.parametrize(
+    "name", ["Sec-WebSocket-Key", "upgrade", "Connection", "Sec-WebSocket-Version"]
+)
 def test_handshake_headers_cannot_be_overridden(name: str) -> None:
     with pytest.raises(ValueError):
         ClientHandshake(parse_uri("ws://h/"), headers={name: "x"})
@@ -137,7 +146,11 @@ def test_rfc_example_accept_and_leftover_bytes() -> None:
 def test_header_values_are_case_insensitive_where_the_rfc_says_so() -> None:
     hs = _handshake()
     hs.receive_data(
-        _response("UPGRADE: WebSocket", "connection: keep-alive, upgrade", f"sec-websocket-accept: {GOOD_ACCEPT}")
+        _response(
+            "UPGRADE: WebSocket",
+            "connection: keep-alive, upgrade",
+            f"sec-websocket-accept: {GOOD_ACCEPT}",
+        )
     )
     assert hs.result().status == 101
 
@@ -150,7 +163,10 @@ def test_header_values_are_case_insensitive_where_the_rfc_says_so() -> None:
         ((GOOD[0], GOOD[2]), "Connection"),
         ((GOOD[0], "Connection: close", GOOD[2]), "Connection"),
         (GOOD[:2], "without Sec-WebSocket-Accept"),
-        ((*GOOD[:2], "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA="), "wrong Sec-WebSocket-Accept"),
+        (
+            (*GOOD[:2], "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            "wrong Sec-WebSocket-Accept",
+        ),
         ((*GOOD, f"Sec-WebSocket-Accept: {GOOD_ACCEPT}"), "several Sec-WebSocket-Accept"),
     ],
 )
@@ -189,7 +205,9 @@ def test_extension_must_be_one_that_was_offered() -> None:
     with pytest.raises(InvalidHandshake, match="not offered"):
         hs.result()
     hs = _handshake(compression=DeflateOptions())
-    hs.receive_data(_response(*GOOD, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10"))
+    hs.receive_data(
+        _response(*GOOD, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10")
+    )
     extension = hs.result().extension
     assert isinstance(extension, PerMessageDeflate)
     assert extension.local_max_window_bits == 10
@@ -200,11 +218,20 @@ def test_extension_must_be_one_that_was_offered() -> None:
 
 @pytest.mark.parametrize(
     ("status", "body"),
-    [("403 Forbidden", b"origin not allowed\n"), ("404 Not Found", b"no such page"), ("426 Upgrade Required", b"")],
+    [
+        ("403 Forbidden", b"origin not allowed\n"),
+        ("404 Not Found", b"no such page"),
+        ("426 Upgrade Required", b""),
+    ],
 )
 def test_non_101_raises_with_status_headers_and_body(status: str, body: bytes) -> None:
     hs = _handshake()
-    data = _response("Content-Type: text/plain", f"Content-Length: {len(body)}", "Sec-WebSocket-Version: 13", status=status)
+    data = _response(
+        "Content-Type: text/plain",
+        f"Content-Length: {len(body)}",
+        "Sec-WebSocket-Version: 13",
+        status=status,
+    )
     done = hs.receive_data(data + body[:3])
     if len(body) > 3:
         assert not done
@@ -235,7 +262,9 @@ def test_non_101_body_is_bounded_and_read_until_eof_without_length() -> None:
 
 def test_chunked_refusal_body_is_decoded() -> None:
     hs = _handshake()
-    assert not hs.receive_data(_response("Transfer-Encoding: chunked", status="403 Forbidden") + b"5\r\nhello\r\n")
+    assert not hs.receive_data(
+        _response("Transfer-Encoding: chunked", status="403 Forbidden") + b"5\r\nhello\r\n"
+    )
     assert hs.receive_data(b"6\r\n world\r\n0\r\n\r\n")
     with pytest.raises(HandshakeRejected) as info:
         hs.result()

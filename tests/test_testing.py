@@ -26,7 +26,7 @@ RUNTIMES = ["threads", "gevent"]
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_echo_example(runtime: Any) -> None:
     client = TestClient(examples.echo.app, runtime=runtime)
-    with client.websocket_connect("/echo") as ws:
+    with client.websocket_connect("/echo", max_message_size=None) as ws:
         ws.send("hi")
         assert ws.receive() == "hi"
         ws.send(b"\x00\x01")
@@ -223,7 +223,9 @@ def test_environ_is_a_real_wsgi_environ() -> None:
 
     client = TestClient(mw, base_url="https://example.com:8443")
     with client.websocket_connect(
-        "/env?a=1&b=%C3%A9", headers=[("X-Multi", "1"), ("X-Multi", "2")], environ={"REMOTE_ADDR": "10.0.0.9"}
+        "/env?a=1&b=%C3%A9",
+        headers=[("X-Multi", "1"), ("X-Multi", "2")],
+        environ={"REMOTE_ADDR": "10.0.0.9"},
     ) as ws:
         assert ws.receive() == "ok"
     assert seen["PATH_INFO"] == "/env"

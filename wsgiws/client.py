@@ -21,7 +21,7 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .client_handshake import (
@@ -38,6 +38,8 @@ from .protocol import Role
 from .websocket import WebSocket
 
 __all__ = ["ClientWebSocket", "connect", "open_handshake", "use_gevent"]
+
+W = TypeVar("W", bound="ClientWebSocket")
 
 _READ_SIZE = 65536
 
@@ -91,9 +93,7 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
-def _create_connection(
-    host: str, port: int, green: bool, deadline: float | None
-) -> socket.socket:
+def _create_connection(host: str, port: int, green: bool, deadline: float | None) -> socket.socket:
     if green:
         from gevent import socket as gsocket
 
@@ -121,7 +121,8 @@ def _wrap_tls(
         if context is None:
             context = gevent.ssl.create_default_context()
         if isinstance(context, gevent.ssl.SSLContext):
-            return context.wrap_socket(sock, server_hostname=hostname)
+            wrapped: socket.socket = context.wrap_socket(sock, server_hostname=hostname)
+            return wrapped
         # A standard SSLContext would make a blocking SSL socket: let gevent's wrap it.
         return gevent.ssl.SSLSocket(sock=sock, server_hostname=hostname, _context=context)  # type: ignore[no-any-return]
     if context is None:
@@ -188,7 +189,7 @@ def open_handshake(
                 break
             if handshake.receive_data(data):
                 break
-    except socket.timeout:
+    except TimeoutError:
         raise TimeoutError("timed out during the WebSocket opening handshake") from None
     return handshake.result()
 
@@ -271,6 +272,7 @@ def connect(
         sock,
         result,
         target,
+        ClientWebSocket,
         max_message_size=max_message_size,
         max_fragments=max_fragments,
         ping_interval=ping_interval,
@@ -283,9 +285,9 @@ def _client_websocket(
     sock: socket.socket,
     result: HandshakeResult,
     target: WebSocketURI,
-    cls: type[ClientWebSocket] = ClientWebSocket,
+    cls: type[W],
     **options: Any,
-) -> Any:
+) -> W:
     ws = cls(
         role=Role.CLIENT,
         subprotocol=result.subprotocol,

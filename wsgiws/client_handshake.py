@@ -165,7 +165,7 @@ class ClientHandshake:
         self.uri = uri
         self.subprotocols = list(subprotocols or ())
         for name in self.subprotocols:
-            if not name or any(c in name for c in ", \t\r\n;\"") or not name.isprintable():
+            if not name or any(c in name for c in ', \t\r\n;"') or not name.isprintable():
                 raise ValueError(f"invalid subprotocol name {name!r}")
         self.extra_headers = _header_list(headers)
         for name, _ in self.extra_headers:
@@ -268,9 +268,7 @@ class ClientHandshake:
                 end, sep = lf_end, 2
             if end == -1:
                 if len(buf) > self.max_head_size:
-                    raise InvalidHandshake(
-                        f"response head longer than {self.max_head_size} bytes"
-                    )
+                    raise InvalidHandshake(f"response head longer than {self.max_head_size} bytes")
                 return
             if end > self.max_head_size:
                 raise InvalidHandshake(f"response head longer than {self.max_head_size} bytes")
@@ -278,7 +276,7 @@ class ClientHandshake:
             del buf[: end + sep]
             status, reason, headers = _parse_response_head(head)
             if 100 <= status < 200 and status != 101:
-                continue  # an interim response (100 Continue, 103 Early Hints): the real one follows
+                continue  # interim (100 Continue, 103 Early Hints): the real answer follows
             self._head = (status, reason, headers)
             return
 

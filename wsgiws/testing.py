@@ -377,11 +377,11 @@ class TestClient:
         except BaseException:
             client_sock.close()
             raise
-        ws: TestWebSocket = _client_websocket(
+        ws = _client_websocket(
             client_sock,
             result,
             uri,
-            cls=TestWebSocket,
+            TestWebSocket,
             max_message_size=max_message_size,
             close_timeout=close_timeout,
             ping_interval=ping_interval,
