@@ -161,10 +161,8 @@ def _handler(conn: ServerConnection) -> None:
 @contextmanager
 def websockets_server(host: str = "127.0.0.1", **kwargs: Any) -> Iterator[int]:
     """websockets' own server in a thread; yields its port."""
-    if "sock" in kwargs:
-        server = serve(_handler, **kwargs)
-    else:
-        server = serve(_handler, host, 0, **kwargs)
+    where: dict[str, Any] = {} if "sock" in kwargs else {"host": host, "port": 0}
+    server = serve(_handler, **where, **kwargs)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
