@@ -57,6 +57,8 @@ class WebSockets:
         ``max_message_size``, ...) configure this endpoint; the rest go to
         Flask's ``add_url_rule``. ``blueprint`` registers the view on a Blueprint.
         """
+        # Werkzeug's router sends Upgrade: websocket requests only to websocket rules
+        # (and answers a plain GET on one with 400).
         ws_fields = set(WebSocketOptions.__dataclass_fields__)
         ws_options = self.options.merge(**{k: v for k, v in options.items() if k in ws_fields})
         flask_options = {k: v for k, v in options.items() if k not in ws_fields}
