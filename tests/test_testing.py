@@ -268,3 +268,40 @@ def test_compression_when_the_server_offers_it() -> None:
 def test_bad_paths_are_refused() -> None:
     with pytest.raises(ValueError):
         TestClient(examples.echo.app).websocket_connect("echo")
+
+
+# ------------------------------------------------- the other examples/ handlers
+
+
+def test_flask_example_echo_and_login_required_room() -> None:
+    import examples.flask_echo as flask_echo
+
+    client = TestClient(flask_echo.app)
+    with client.websocket_connect("/echo") as ws:
+        ws.send("flask")
+        assert ws.receive() == "flask"
+    with pytest.raises(HandshakeRejected) as info:
+        client.websocket_connect("/private/lobby")
+    assert info.value.status == 403
+    http = flask_echo.app.test_client()
+    assert http.get("/login/ada").status_code == 200
+    with TestClient(flask_echo.app, cookies=http).websocket_connect("/private/lobby?mode=x") as ws:
+        assert ws.receive() == "ada joined lobby (x)"
+        ws.send("hi")
+        assert ws.receive() == "ada: hi"
+
+
+def test_bottle_example_echo_and_cookie_room() -> None:
+    import examples.bottle_echo as bottle_echo
+
+    client = TestClient(bottle_echo.app)
+    with client.websocket_connect("/echo") as ws:
+        ws.send(b"bottle")
+        assert ws.receive() == b"bottle"
+    with pytest.raises(HandshakeRejected) as info:
+        client.websocket_connect("/private/r1", subprotocols=["chat"])
+    assert info.value.status == 403
+    with client.websocket_connect(
+        "/private/r1", subprotocols=["chat"], cookies={"user": "bo"}
+    ) as ws:
+        assert ws.receive() == "bo joined r1 via chat"
