@@ -37,12 +37,12 @@ class Hijack:
     take_buffered: Callable[[], bytes]
 
 
-from . import gunicorn, pywsgi, werkzeug  # noqa: E402  (they use Hijack and is_socket)
+from . import gunicorn, pywsgi, testing, werkzeug  # noqa: E402  (they use Hijack and is_socket)
 
 Finder = Callable[[Mapping[str, Any]], "Hijack | None"]
 
 #: Tried in order; the first that recognises the environ wins.
-FINDERS: list[Finder] = [gunicorn.find, pywsgi.find, werkzeug.find]
+FINDERS: list[Finder] = [testing.find, gunicorn.find, pywsgi.find, werkzeug.find]
 
 
 def find_socket(environ: Mapping[str, Any]) -> Hijack:
