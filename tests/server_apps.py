@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from examples.echo import app as echo_app
 from examples.echo import index as echo_index
 from wsgiws import WebSocket, WebSocketMiddleware, drain
 
@@ -29,19 +30,9 @@ def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
     return echo_index(environ, start_response)
 
 
+# examples/echo.py's endpoints, plus the ones below.
 app = WebSocketMiddleware(index, max_message_size=16 << 20)
-
-
-@app.route("/echo")
-def echo(ws: WebSocket) -> None:
-    for message in ws:
-        ws.send(message)
-
-
-@app.route("/proto", subprotocols=["chat", "superchat"])
-def proto(ws: WebSocket) -> None:
-    for message in ws:
-        ws.send(message)
+app.routes.update(echo_app.routes)
 
 
 @app.route("/bye")

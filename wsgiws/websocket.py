@@ -429,66 +429,50 @@ class WebSocket:
             self._finish(CloseCode.ABNORMAL, why, reading=reading)
 
     def _end_tcp(self, reading: bool) -> None:
-        """Half-close, let the peer finish (so our close frame is not lost to a reset), end."""
+        """End TCP without losing our close frame to a reset.
+
+        The server ends TCP first (RFC 6455 7.1.1): it half-closes, then reads
+        until the client's FIN, briefly. The client waits for the server's FIN
+        (up to ``close_timeout``), then closes its socket. If another greenlet is
+        reading the socket, we only shut it down, which wakes that reader.
+        ``reading``: the caller holds the read lock.
+        """
         sock = self._sock
         if sock is None:
             return
-        if self.role is Role.CLIENT:
-            self._end_tcp_client(sock, reading)
-            return
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        # Drain only if no other greenlet is reading this socket (it would be woken below).
-        drain = reading or self._read_lock.acquire(blocking=False)
-        if drain and self.role is Role.SERVER:
-            # Read (and drop) what is in flight until the peer's FIN, briefly.
-            assert self._rt is not None
-            deadline = time.monotonic() + min(self.close_timeout, 2.0)
+        server = self.role is Role.SERVER
+        if server:
             try:
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not self._rt.recv(sock, _READ_SIZE, remaining):
-                        break
-            except (OSError, TimeoutError):
-                pass
-        if drain and not reading:
-            self._read_lock.release()
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                return
+        may_read = reading or self._read_lock.acquire(blocking=False)
         try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _end_tcp_client(self, sock: socket.socket, reading: bool) -> None:
-        """RFC 6455 7.1.1: the server ends TCP first; the client waits for that
-        (up to ``close_timeout``), then closes its socket."""
-        drain = reading or self._read_lock.acquire(blocking=False)
-        if not drain:
-            # Another greenlet is reading: wake it; it will see the end.
+            if may_read:
+                self._read_until_eof(
+                    sock, min(self.close_timeout, 2.0) if server else self.close_timeout
+                )
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            return
-        try:
-            assert self._rt is not None
-            deadline = time.monotonic() + self.close_timeout
-            try:
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not self._rt.recv(sock, _READ_SIZE, remaining):
-                        break
-            except (OSError, TimeoutError):
-                pass
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            if not server and may_read:
+                sock.close()  # the client owns its socket; a server's belongs to the WSGI server
         finally:
-            if not reading:
+            if may_read and not reading:
                 self._read_lock.release()
+
+    def _read_until_eof(self, sock: socket.socket, seconds: float) -> None:
+        """Read and drop whatever arrives until the peer's FIN or ``seconds`` pass."""
+        assert self._rt is not None
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._rt.recv(sock, _READ_SIZE, remaining):
+                    return
+        except (OSError, TimeoutError):
+            pass
 
     def _closed_exception(self) -> ConnectionClosed:
         code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL
