@@ -271,7 +271,7 @@ class Hub:
             if member is None:
                 return
             if not rooms:
-                self._remove(member)
+                self._remove(member, drop_queue=False)  # what was sent before still goes out
             else:
                 for room in rooms:
                     member.rooms.discard(room)
@@ -300,15 +300,16 @@ class Hub:
             if member is not None:
                 self._remove(member)
 
-    def _remove(self, member: _Member) -> None:
+    def _remove(self, member: _Member, *, drop_queue: bool = True) -> None:
         # The hub lock is held.
         self._members.pop(member.ws, None)
         self._by_id.pop(member.id, None)
         for room in member.rooms:
             self._discard_from_room(room, member)
         member.rooms = set()
-        member.evicted = True
-        member.queue = None
+        if drop_queue:
+            member.evicted = True
+            member.queue = None
 
     def _discard_from_room(self, room: str, member: _Member) -> None:
         sockets = self._rooms.get(room)
