@@ -26,7 +26,12 @@ PAGE = b"""<!doctype html>
 const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
 const scheme = location.protocol === "https:" ? "wss://" : "ws://";
 const ws = new WebSocket(scheme + location.host + "/echo");
-ws.onopen = () => log("open (extensions: " + (ws.extensions || "none") + ")");
+ws.onopen = () => {
+  log("open (extensions: " + (ws.extensions || "none") + ")");
+  // /?send=text sends a message as soon as the socket opens (handy for scripted checks).
+  const first = new URLSearchParams(location.search).get("send");
+  if (first !== null) { ws.send(first); log("> " + first); }
+};
 ws.onmessage = (event) => log("< " + event.data);
 ws.onclose = (event) => log("closed " + event.code + " " + event.reason);
 document.getElementById("f").onsubmit = (event) => {

@@ -15,3 +15,22 @@ def echo_server(request: pytest.FixtureRequest) -> Iterator[Server]:
     """examples.echo:app under each real server."""
     with serve(request.param, "examples.echo:app") as server:
         yield server
+
+
+def require_binary(name: str) -> str:
+    """The path of an external program a test drives (redis-server, nginx, chromium).
+
+    Missing: skipped on a developer's machine, a failure in CI (``WSGIWS_REQUIRE_ALL=1``,
+    set by ``.ci/run``, which installs them).
+    """
+    import os
+    import shutil
+
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
+    if path is None:
+        if os.environ.get("WSGIWS_REQUIRE_ALL"):
+            pytest.fail(f"{name} is not installed (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return path

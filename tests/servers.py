@@ -1,4 +1,4 @@
-"""Start real servers (gevent.pywsgi, gunicorn) on 127.0.0.1 for integration tests."""
+"""Start real servers (gevent.pywsgi, gunicorn, Werkzeug, waitress) on 127.0.0.1 for tests."""
 
 from __future__ import annotations
 
@@ -18,11 +18,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PYWSGI_RUNNER = """
 import sys, importlib
+if sys.argv[3:4] == ["--monkey"]:
+    from gevent import monkey
+    monkey.patch_all()
 from gevent.pywsgi import WSGIServer
 module, _, name = sys.argv[1].partition(":")
 app = getattr(importlib.import_module(module), name)
 server = WSGIServer(("127.0.0.1", int(sys.argv[2])), app)
 server.serve_forever()
+"""
+
+
+WERKZEUG_RUNNER = """
+import sys, importlib
+from werkzeug.serving import run_simple
+module, _, name = sys.argv[1].partition(":")
+app = getattr(importlib.import_module(module), name)
+run_simple("127.0.0.1", int(sys.argv[2]), app, threaded=True)  # what `flask run` does
+"""
+
+WAITRESS_RUNNER = """
+import sys, importlib
+import waitress
+module, _, name = sys.argv[1].partition(":")
+app = getattr(importlib.import_module(module), name)
+waitress.serve(app, host="127.0.0.1", port=int(sys.argv[2]))
 """
 
 
@@ -81,6 +101,12 @@ def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> 
     """The command that serves WSGI ``app`` ("module:name") with server ``kind``."""
     if kind == "pywsgi":
         return [sys.executable, "-c", PYWSGI_RUNNER, app, str(port), *args]
+    if kind == "pywsgi-monkey":
+        return [sys.executable, "-c", PYWSGI_RUNNER, app, str(port), "--monkey", *args]
+    if kind == "werkzeug":
+        return [sys.executable, "-c", WERKZEUG_RUNNER, app, str(port), *args]
+    if kind == "waitress":
+        return [sys.executable, "-c", WAITRESS_RUNNER, app, str(port), *args]
     if kind.startswith("gunicorn"):
         worker = kind.partition("-")[2] or "gevent"
         return [

@@ -8,6 +8,9 @@ sync workers, the Werkzeug server).
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
 import select
 import socket
 import threading
@@ -99,15 +102,85 @@ class GeventRuntime:
 
 
 class _ThreadTimer:
-    __slots__ = ("_timer",)
+    __slots__ = ("cancelled", "deadline", "func")
 
-    def __init__(self, seconds: float, func: Callable[[], None]) -> None:
-        self._timer = threading.Timer(seconds, func)
-        self._timer.daemon = True
-        self._timer.start()
+    def __init__(self, deadline: float, func: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.func = func
+        self.cancelled = False
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        self.cancelled = True
+
+
+class _TimerThread:
+    """One daemon thread that fires every thread-mode timer of the process.
+
+    ``threading.Timer`` costs a sleeping OS thread per timer, i.e. one per open
+    WebSocket on gthread/sync/Werkzeug. Here the waiting is shared; a timer that
+    fires runs its callback on a short-lived thread of its own, because callbacks
+    (a keepalive ping) may block on a socket and must not delay the others.
+    """
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also run in a forked child: the parent's thread and lock do not exist there.
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _ThreadTimer]] = []
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, seconds: float, func: Callable[[], None]) -> _ThreadTimer:
+        timer = _ThreadTimer(time.monotonic() + max(seconds, 0.0), func)
+        with self._cond:
+            heapq.heappush(self._heap, (timer.deadline, next(self._counter), timer))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="wsgiws-timers", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is timer:
+                self._cond.notify()  # the new timer is due first: recompute the wait
+        return timer
+
+    def _run(self) -> None:
+        heap = self._heap
+        cond = self._cond
+        while True:
+            with cond:
+                while heap and heap[0][2].cancelled:
+                    heapq.heappop(heap)
+                if not heap:
+                    cond.wait()
+                    continue
+                wait = heap[0][0] - time.monotonic()
+                if wait > 0:
+                    cond.wait(wait)
+                    continue
+                timer = heapq.heappop(heap)[2]
+            if not timer.cancelled:
+                threading.Thread(target=timer.func, name="wsgiws-timer", daemon=True).start()
+
+    def pending(self) -> int:
+        """Timers not yet fired or cancelled (for tests)."""
+        with self._cond:
+            return sum(1 for _, _, t in self._heap if not t.cancelled)
+
+
+_timer_thread = _TimerThread()
+_main_thread = threading.main_thread()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_timer_thread._reset)
+
+
+def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
+    """Wait until ``sock`` is readable; poll() has no FD_SETSIZE limit, unlike select()."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(None if timeout is None else timeout * 1000.0))
+    readable, _, _ = select.select([sock], [], [], timeout)  # pragma: no cover - Windows
+    return bool(readable)
 
 
 class ThreadRuntime:
@@ -117,7 +190,7 @@ class ThreadRuntime:
         return threading.Lock()
 
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
-        return _ThreadTimer(seconds, func)
+        return _timer_thread.schedule(seconds, func)
 
     def spawn(self, func: Callable[[], None]) -> None:
         threading.Thread(target=func, daemon=True).start()
@@ -126,12 +199,14 @@ class ThreadRuntime:
         time.sleep(0)
 
     def recv(self, sock: socket.socket, size: int, timeout: float | None) -> bytes:
-        if timeout is not None:
+        # On the main thread (gunicorn's sync worker) wait in poll() even without a timeout:
+        # a signal interrupts poll() but not a recv() that servers restart (SA_RESTART),
+        # and only then do Python signal handlers run (gunicorn's SIGTERM sets worker.alive).
+        if timeout is not None or threading.current_thread() is _main_thread:
             pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
-            if not (pending and pending()):
-                readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
-                if not readable:
-                    raise TimeoutError
+            wait = None if timeout is None else max(timeout, 0.0)
+            if not (pending and pending()) and not _wait_readable(sock, wait):
+                raise TimeoutError
         return sock.recv(size)
 
     def sleep(self, seconds: float) -> None:

@@ -8,7 +8,10 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "HandshakeRejected",
     "HijackError",
+    "InvalidHandshake",
+    "InvalidURI",
     "ReceiveTimeout",
     "Reject",
     "WebSocketError",
@@ -52,3 +55,44 @@ class ReceiveTimeout(WebSocketError, TimeoutError):
 
 class HijackError(WebSocketError):
     """The WSGI server gives no access to its socket, so it cannot carry a WebSocket."""
+
+
+class InvalidURI(WebSocketError, ValueError):
+    """A client was given a URI that is not a valid ``ws://`` or ``wss://`` URI."""
+
+
+class InvalidHandshake(WebSocketError):
+    """A client's opening handshake failed: the server's answer breaks RFC 6455 section 4."""
+
+
+class HandshakeRejected(InvalidHandshake):
+    """The server answered the opening handshake with something other than ``101``.
+
+    ``status`` is the HTTP status code, ``headers`` the response headers (a list of
+    ``(name, value)`` pairs in the order received) and ``body`` the start of the response
+    body (bounded), so a caller can see why: a 403 for a foreign Origin, a 404, a 426.
+    """
+
+    def __init__(
+        self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``default``."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return default
+
+    def __str__(self) -> str:
+        text = f"server rejected WebSocket connection: HTTP {self.status}"
+        if self.reason:
+            text += f" {self.reason}"
+        snippet = self.body[:200].decode("utf-8", "replace").strip()
+        return text + (f" ({snippet})" if snippet else "")

@@ -47,7 +47,7 @@ class WebSockets:
         if not isinstance(app.wsgi_app, WebSocketMiddleware):
             app.wsgi_app = WebSocketMiddleware(app.wsgi_app)  # type: ignore[method-assign]
         for rule, endpoint, view, flask_options in self._deferred:
-            app.add_url_rule(rule, endpoint, view, methods=["GET"], **flask_options)
+            app.add_url_rule(rule, endpoint, view, methods=["GET"], websocket=True, **flask_options)
         self._deferred.clear()
 
     def route(self, rule: str, *, blueprint: Any = None, **options: Any) -> Callable[[F], F]:
@@ -57,6 +57,8 @@ class WebSockets:
         ``max_message_size``, ...) configure this endpoint; the rest go to
         Flask's ``add_url_rule``. ``blueprint`` registers the view on a Blueprint.
         """
+        # Werkzeug's router sends Upgrade: websocket requests only to websocket rules
+        # (and answers a plain GET on one with 400).
         ws_fields = set(WebSocketOptions.__dataclass_fields__)
         ws_options = self.options.merge(**{k: v for k, v in options.items() if k in ws_fields})
         flask_options = {k: v for k, v in options.items() if k not in ws_fields}
@@ -68,9 +70,13 @@ class WebSockets:
 
             endpoint = flask_options.pop("endpoint", None) or handler.__name__
             if blueprint is not None:
-                blueprint.add_url_rule(rule, endpoint, view, methods=["GET"], **flask_options)
+                blueprint.add_url_rule(
+                    rule, endpoint, view, methods=["GET"], websocket=True, **flask_options
+                )
             elif self.app is not None:
-                self.app.add_url_rule(rule, endpoint, view, methods=["GET"], **flask_options)
+                self.app.add_url_rule(
+                    rule, endpoint, view, methods=["GET"], websocket=True, **flask_options
+                )
             else:
                 self._deferred.append((rule, endpoint, view, flask_options))
             return handler

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from . import drain as _drain
 from ._runtime import Lock, Runtime, Timer, runtime_for
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
 from .protocol import (
@@ -142,6 +143,8 @@ class WebSocket:
         )
         if self.ping_interval:
             self._keepalive_timer = rt.call_later(self.ping_interval, self._keepalive_ping)
+        if self.role is Role.SERVER:
+            _drain.register(self)
         if leftover:
             self._feed(leftover)
 
@@ -415,6 +418,7 @@ class WebSocket:
         self._closing_started = True
         self.close_code = code
         self.close_reason = reason
+        _drain.unregister(self)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
@@ -459,6 +463,9 @@ class WebSocket:
         sock = self._sock
         if sock is None:
             return
+        if self.role is Role.CLIENT:
+            self._end_tcp_client(sock, reading)
+            return
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -482,6 +489,36 @@ class WebSocket:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def _end_tcp_client(self, sock: socket.socket, reading: bool) -> None:
+        """RFC 6455 7.1.1: the server ends TCP first; the client waits for that
+        (up to ``close_timeout``), then closes its socket."""
+        drain = reading or self._read_lock.acquire(blocking=False)
+        if not drain:
+            # Another greenlet is reading: wake it; it will see the end.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        try:
+            assert self._rt is not None
+            deadline = time.monotonic() + self.close_timeout
+            try:
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._rt.recv(sock, _READ_SIZE, remaining):
+                        break
+            except (OSError, TimeoutError):
+                pass
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        finally:
+            if not reading:
+                self._read_lock.release()
 
     def _closed_exception(self) -> ConnectionClosed:
         code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL

@@ -37,12 +37,12 @@ class Hijack:
     take_buffered: Callable[[], bytes]
 
 
-from . import gunicorn, pywsgi  # noqa: E402  (they use Hijack and is_socket)
+from . import gunicorn, pywsgi, testing, werkzeug  # noqa: E402  (they use Hijack and is_socket)
 
 Finder = Callable[[Mapping[str, Any]], "Hijack | None"]
 
 #: Tried in order; the first that recognises the environ wins.
-FINDERS: list[Finder] = [gunicorn.find, pywsgi.find]
+FINDERS: list[Finder] = [testing.find, gunicorn.find, pywsgi.find, werkzeug.find]
 
 
 def find_socket(environ: Mapping[str, Any]) -> Hijack:
@@ -51,8 +51,19 @@ def find_socket(environ: Mapping[str, Any]) -> Hijack:
         found = finder(environ)
         if found is not None:
             return found
-    server = environ.get("SERVER_SOFTWARE") or "this WSGI server"
     raise HijackError(
-        f"{server} does not give WSGI applications access to the client socket, so it cannot "
-        "serve WebSockets; run the app under gunicorn (-k gevent) or gevent.pywsgi"
+        f"{server_name(environ)} does not give WSGI applications access to the client socket, "
+        "so it cannot serve WebSockets; run the app under gunicorn (-k gevent) or gevent.pywsgi"
     )
+
+
+def server_name(environ: Mapping[str, Any]) -> str:
+    """The server's name for error messages (here ``SERVER_SOFTWARE`` is only a label)."""
+    software = str(environ.get("SERVER_SOFTWARE") or "")
+    if "uwsgi.version" in environ or "uwsgi.node" in environ:
+        return "uWSGI" + (f" ({software})" if software else "") + " without its own WebSocket API"
+    if software:
+        return software
+    if any(key.startswith("waitress.") for key in environ):
+        return "waitress"
+    return "this WSGI server"

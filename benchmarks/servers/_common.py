@@ -1,0 +1,13 @@
+"""Shared command-line handling for the benchmark echo servers."""
+
+import argparse
+
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--wsgiws", default=None, help="path of the wsgiws checkout (wsgiws servers only)")
+    return p.parse_args()

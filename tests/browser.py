@@ -1,0 +1,74 @@
+"""Drive a real headless Chromium (Debian's ``chromium``) through the DevTools protocol."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from websockets.sync.client import connect
+
+from tests.conftest import require_binary
+
+
+def page_text(url: str, element_id: str, until: str, timeout: float = 20.0) -> str:
+    """Open ``url`` and return the text of ``element_id`` once it contains ``until``.
+
+    Skips (fails in CI) when Chromium is not installed.
+    """
+    chromium = require_binary("chromium")
+    profile = Path(tempfile.mkdtemp(prefix="wsgiws-chromium-"))
+    process = subprocess.Popen(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-quic", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run",
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        port_file = profile / "DevToolsActivePort"
+        while not port_file.exists() or not port_file.read_text().strip():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("chromium did not start its DevTools endpoint")
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        text = ""
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
+                pages = [t for t in json.load(r) if t.get("type") == "page" and t["url"] == url]
+            if pages:
+                with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as devtools:
+                    for n in range(10_000):
+                        expression = (
+                            f"(document.getElementById({element_id!r}) || {{}}).textContent"
+                        )
+                        devtools.send(
+                            json.dumps(
+                                {
+                                    "id": n,
+                                    "method": "Runtime.evaluate",
+                                    "params": {"expression": expression},
+                                }
+                            )
+                        )
+                        while (reply := json.loads(devtools.recv()))["id"] != n:
+                            pass
+                        text = reply["result"]["result"].get("value") or ""
+                        if until in text or time.monotonic() > deadline:
+                            return text
+                        time.sleep(0.1)
+            time.sleep(0.1)
+        return text
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(profile, ignore_errors=True)

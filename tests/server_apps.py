@@ -1,0 +1,94 @@
+"""WSGI apps for the server, drain, TLS and proxy tests (run inside real server processes)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from examples.echo import index as echo_index
+from wsgiws import WebSocket, WebSocketMiddleware, drain
+
+BROWSER_PAGE = b"""<!doctype html><html><body><pre id="out"></pre><script>
+const out = (t) => { document.getElementById("out").textContent += t + "\\n"; };
+const ws = new WebSocket("ws://" + location.host + "/echo");
+ws.onopen = () => { out("open"); ws.send("hello from the browser"); };
+ws.onmessage = (e) => { out("echo: " + e.data); ws.close(1000, "bye"); };
+ws.onerror = () => out("error");
+ws.onclose = (e) => out("closed " + e.code + " clean=" + e.wasClean);
+</script></body></html>"""
+
+
+def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """examples/echo.py's page, plus /browser: a page that reports an echo round trip."""
+    if environ.get("PATH_INFO") == "/browser":
+        start_response(
+            "200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(BROWSER_PAGE)))]
+        )
+        return [BROWSER_PAGE]
+    return echo_index(environ, start_response)
+
+
+app = WebSocketMiddleware(index, max_message_size=16 << 20)
+
+
+@app.route("/echo")
+def echo(ws: WebSocket) -> None:
+    for message in ws:
+        ws.send(message)
+
+
+@app.route("/proto", subprotocols=["chat", "superchat"])
+def proto(ws: WebSocket) -> None:
+    for message in ws:
+        ws.send(message)
+
+
+@app.route("/bye")
+def bye(ws: WebSocket) -> None:
+    """The server closes: 4000 with a reason, after echoing one message."""
+    ws.send(ws.receive())
+    ws.close(4000, "done here")
+
+
+@app.route("/burst")
+def burst(ws: WebSocket) -> None:
+    """On "<senders> <count> <size>": that many threads (greenlets under gevent's
+    patching) send ``count`` messages of ``size`` bytes each, concurrently."""
+    senders, count, size = (int(x) for x in str(ws.receive()).split())
+
+    def send(sender: int) -> None:
+        for i in range(count):
+            head = f"{sender}:{i}:".encode()
+            ws.send(head + b"x" * (size - len(head)))
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ws.send("done")
+    for _ in ws:
+        pass
+
+
+@app.route("/origin")
+def origin(ws: WebSocket) -> None:
+    ws.send(f"{ws.environ.get('wsgi.url_scheme')} {ws.environ.get('HTTP_HOST')}")
+    for _ in ws:
+        pass
+
+
+@drain.on_drain
+def announce() -> None:
+    """Handlers learn of the drain: every client hears "draining" before its 1001."""
+    for ws in drain.open_websockets():
+        try:
+            ws.send("draining")
+        except Exception:
+            pass
+
+
+def plain(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]

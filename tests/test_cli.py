@@ -1,0 +1,120 @@
+"""The command line (python -m wsgiws) against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.servers import ROOT, Server
+from tests.test_client import websockets_server
+from wsgiws.cli import main
+
+
+def run_cli(*args: str, stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsgiws", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_one_shot_prints_replies_and_exits_0(echo_server: Server) -> None:
+    result = run_cli(echo_server.url + "/echo", "-m", "hello", "-m", "wörld")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\nwörld\n"
+    assert "closed: 1000" in result.stderr
+
+
+def test_one_shot_hex_and_binary(echo_server: Server) -> None:
+    result = run_cli(echo_server.url + "/echo", "--hex", "-m", "00ff 10", "-q")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "00ff10\n", "")
+    result = run_cli(echo_server.url + "/echo", "--binary", "-m", "hi", "-q")
+    assert result.stdout == "[binary 2 bytes] 6869\n"
+    result = run_cli(echo_server.url + "/echo", "--hex", "-m", "zz")
+    assert result.returncode == 2
+
+
+def test_rejected_handshake_exits_1_and_says_why(echo_server: Server) -> None:
+    result = run_cli(echo_server.url + "/echo", "--origin", "http://evil.example", "-m", "x")
+    assert result.returncode == 1
+    assert "HTTP 403" in result.stderr
+    assert "not allowed" in result.stderr
+    result = run_cli("ws://127.0.0.1:1/", "-m", "x")
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr
+    result = run_cli("http://example.com/")
+    assert result.returncode == 1
+
+
+def test_subprotocol_option(echo_server: Server) -> None:
+    result = run_cli(echo_server.url + "/proto", "-p", "superchat", "-m", "s")
+    assert result.returncode == 0
+    assert "subprotocol superchat" in result.stderr
+
+
+def test_exit_status_from_the_close_code() -> None:
+    with websockets_server() as port:
+        out, err = io.StringIO(), io.StringIO()
+        status = main([f"ws://127.0.0.1:{port}/close/4002", "-n", "-1"], stdout=out, stderr=err)
+        assert status == 3
+        assert out.getvalue() == "bye\n"
+        assert "closed: 4002 server says bye" in err.getvalue()
+        out, err = io.StringIO(), io.StringIO()
+        status = main([f"ws://127.0.0.1:{port}/close/1000", "-n", "-1"], stdout=out, stderr=err)
+        assert status == 0
+        assert "closed: 1000" in err.getvalue()
+
+
+def test_timeout_waiting_for_replies_exits_4() -> None:
+    with websockets_server() as port:
+        err = io.StringIO()
+        status = main(
+            [f"ws://127.0.0.1:{port}/close/1000", "-n", "1", "--timeout", "0.5", "-m", "x"],
+            stdout=io.StringIO(),
+            stderr=err,
+        )
+        # The server sends "bye" then closes: one reply arrives, so no timeout here.
+        assert status == 0
+        status = main(
+            [f"ws://127.0.0.1:{port}/", "-n", "2", "--timeout", "0.5", "-m", "x"],
+            stdout=io.StringIO(),
+            stderr=err,
+        )
+        assert status == 4
+        assert "timed out" in err.getvalue()
+
+
+def test_interactive_lines_then_eof(echo_server: Server) -> None:
+    result = run_cli(echo_server.url + "/echo", stdin="one\ntwo\n")
+    assert result.returncode == 0, result.stderr
+    assert "closed: 1000" in result.stderr
+
+
+def test_interactive_ctrl_c_closes_properly(echo_server: Server) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsgiws", echo_server.url + "/echo"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("ping me\n")
+    process.stdin.flush()
+    assert process.stdout.readline() == "ping me\n"  # the echo, printed as it came
+    time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "closed: 1000" in stderr
+    assert "Traceback" not in stderr

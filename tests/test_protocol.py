@@ -1,0 +1,349 @@
+"""The sans-I/O engine, fed bytes: whole, one byte at a time, and with trailing data."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+
+import pytest
+
+from wsgiws.protocol import (
+    Close,
+    Event,
+    Message,
+    Ping,
+    Pong,
+    Protocol,
+    ProtocolFailure,
+    Role,
+    State,
+    _apply_mask_python,
+    apply_mask,
+    is_valid_close_code,
+)
+
+
+def frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    length_bytes: int | None = None,
+) -> bytes:
+    """A frame as a client (mask=True) or server (mask=False) would send it."""
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if length_bytes is None:
+        length_bytes = 0 if n < 126 else 2 if n < 65536 else 8
+    if length_bytes == 0:
+        header = bytes([b0, mbit | n])
+    elif length_bytes == 2:
+        header = bytes([b0, mbit | 126]) + struct.pack("!H", n)
+    else:
+        header = bytes([b0, mbit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + _apply_mask_python(payload, key)
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return struct.pack("!H", code) + reason.encode()
+
+
+FEEDS = ["whole", "bytewise", "halves"]
+
+
+def feed(proto: Protocol, data: bytes, how: str) -> list[Event]:
+    events: list[Event] = []
+    if how == "whole":
+        events += proto.receive_data(data)
+    elif how == "bytewise":
+        for i in range(len(data)):
+            events += proto.receive_data(data[i : i + 1])
+    else:
+        half = len(data) // 2
+        events += proto.receive_data(data[:half])
+        events += proto.receive_data(data[half:])
+    return events
+
+
+def server(**kw: object) -> Protocol:
+    return Protocol(Role.SERVER, **kw)  # type: ignore[arg-type]
+
+
+def messages(events: Iterable[Event]) -> list[str | bytes]:
+    return [e.data for e in events if isinstance(e, Message)]
+
+
+def failure(events: list[Event]) -> ProtocolFailure:
+    assert events, "expected a failure event"
+    last = events[-1]
+    assert isinstance(last, ProtocolFailure), events
+    return last
+
+
+# ---------------------------------------------------------------------- framing
+
+
+@pytest.mark.parametrize("how", FEEDS)
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_lengths_7_16_64_bit(how: str, size: int) -> None:
+    payload = os.urandom(size)
+    proto = server()
+    events = feed(proto, frame(2, payload), how)
+    assert messages(events) == [payload]
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_text_and_many_frames_per_chunk_with_trailing_data(how: str) -> None:
+    data = frame(1, "héllo".encode()) + frame(2, b"\x00\x01") + frame(1, b"x")
+    trailing = frame(1, b"partial")[:5]
+    proto = server()
+    events = feed(proto, data + trailing, how)
+    assert messages(events) == ["héllo", b"\x00\x01", "x"]
+    # The partial frame completes with the rest of its bytes.
+    rest = frame(1, b"partial")
+    proto2 = server()
+    assert messages(proto2.receive_data(rest[:5])) == []
+    assert messages(proto2.receive_data(rest[5:])) == ["partial"]
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_non_minimal_lengths_are_accepted(how: str) -> None:
+    proto = server()
+    data = frame(1, b"abc", length_bytes=2) + frame(1, b"def", length_bytes=8)
+    assert messages(feed(proto, data, how)) == ["abc", "def"]
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_fragmented_message_with_interleaved_control_frames(how: str) -> None:
+    data = (
+        frame(1, b"he", fin=False)
+        + frame(9, b"p1")
+        + frame(0, b"", fin=False)
+        + frame(0, b"llo", fin=False)
+        + frame(10, b"x")
+        + frame(0, " wörld".encode(), fin=True)
+    )
+    proto = server()
+    events = feed(proto, data, how)
+    assert messages(events) == ["hello wörld"]
+    assert [type(e) for e in events] == [Ping, Pong, Message]
+    assert proto.data_to_send() == frame(10, b"p1", mask=False)
+
+
+def test_client_role_expects_unmasked_and_masks_its_frames() -> None:
+    client = Protocol(Role.CLIENT)
+    assert messages(client.receive_data(frame(1, b"hi", mask=False))) == ["hi"]
+    out = client.send_message("hi")
+    assert out[1] & 0x80  # masked
+    srv = server()
+    assert messages(srv.receive_data(out)) == ["hi"]
+    # A fresh key per frame.
+    assert client.send_message("same")[2:6] != client.send_message("same")[2:6]
+
+
+def test_server_frames_are_unmasked_and_large_messages_are_fragmented() -> None:
+    proto = server(max_message_size=None)
+    proto.fragment_size = 1000
+    out = proto.send_message(b"y" * 2500)
+    client = Protocol(Role.CLIENT, max_message_size=None)
+    assert out[0] == 0x02  # first frame: binary, not fin
+    assert messages(client.receive_data(out)) == [b"y" * 2500]
+
+
+def test_streamed_message() -> None:
+    proto = server()
+    out = proto.send_fragment("ab", fin=False) + proto.send_fragment("cd", fin=True)
+    assert out[0] == 0x01 and out[4] == 0x80
+    client = Protocol(Role.CLIENT)
+    assert messages(client.receive_data(out)) == ["abcd"]
+    with pytest.raises(RuntimeError):
+        proto.send_fragment(b"x", fin=False)
+        proto.send_message("interleaved")
+
+
+def test_apply_mask_matches_bytewise_xor() -> None:
+    key = b"\x01\x02\x03\x04"
+    for n in (0, 1, 3, 4, 5, 1000, 1001):
+        data = os.urandom(n)
+        expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+        assert apply_mask(data, key) == expected
+        assert _apply_mask_python(data, key) == expected
+
+
+# ------------------------------------------------------------- protocol errors
+
+
+@pytest.mark.parametrize("how", FEEDS)
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (frame(3, b"x"), 1002),  # reserved opcodes
+        (frame(7, b"x"), 1002),
+        (frame(0xB, b"x"), 1002),
+        (frame(0xF, b"x"), 1002),
+        (frame(1, b"x", rsv=0x40), 1002),  # RSV without an extension
+        (frame(1, b"x", rsv=0x20), 1002),
+        (frame(1, b"x", rsv=0x10), 1002),
+        (frame(9, b"x" * 126), 1002),  # control frame over 125 bytes
+        (frame(9, b"x", fin=False), 1002),  # fragmented control frame
+        (frame(0, b"x"), 1002),  # continuation without a start
+        (frame(1, b"a", fin=False) + frame(1, b"b"), 1002),  # new message inside a fragmented one
+        (frame(1, b"x", mask=False), 1002),  # unmasked client frame
+        (bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 63) + b"\x00" * 4, 1002),  # top bit
+        (frame(1, b"\xff"), 1007),
+        (frame(1, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"), 1007),
+        (frame(8, b"\x03"), 1002),  # 1-byte close payload
+        (frame(8, close_payload(1000, "") + b"\xff"), 1002),  # invalid UTF-8 reason
+    ],
+)
+def test_protocol_violations(how: str, data: bytes, code: int) -> None:
+    proto = server()
+    events = feed(proto, data, how)
+    assert failure(events).code == code
+    # The engine ignores everything after a failure.
+    assert proto.receive_data(frame(1, b"more")) == []
+
+
+@pytest.mark.parametrize(
+    "code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
+)
+def test_close_codes_that_may_not_be_on_the_wire(code: int) -> None:
+    assert not is_valid_close_code(code)
+    proto = server()
+    assert failure(proto.receive_data(frame(8, close_payload(code)))).code == 1002
+
+
+@pytest.mark.parametrize(
+    "code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999]
+)
+def test_valid_close_codes_are_echoed(code: int) -> None:
+    proto = server()
+    events = proto.receive_data(frame(8, close_payload(code, "bye")))
+    assert isinstance(events[0], Close) and events[0].code == code and events[0].reason == "bye"
+    assert proto.data_to_send() == frame(8, struct.pack("!H", code), mask=False)
+    assert proto.state is State.CLOSED
+
+
+def test_invalid_utf8_fails_in_the_fragment_where_it_appears() -> None:
+    proto = server()
+    assert proto.receive_data(frame(1, "κόσμε".encode(), fin=False)) == []
+    # A surrogate (ED A0 80) split across fragments: fails on its second byte.
+    assert proto.receive_data(frame(0, b"\xed", fin=False)) == []
+    assert failure(proto.receive_data(frame(0, b"\xa0", fin=False))).code == 1007
+
+
+def test_invalid_utf8_fails_before_the_frame_is_complete() -> None:
+    proto = server()
+    data = frame(1, b"valid" + b"\xf4\x90\x80\x80" + b"x" * 1000)
+    # Header + mask + first bytes of the payload: the bad sequence is already visible.
+    assert failure(proto.receive_data(data[: 6 + 4 + 10])).code == 1007
+
+
+def test_truncated_utf8_at_message_end_fails() -> None:
+    proto = server()
+    proto.receive_data(frame(1, b"a\xe2\x82", fin=False))
+    assert failure(proto.receive_data(frame(0, b""))).code == 1007
+
+
+# ------------------------------------------------------------------ size limits
+
+
+def test_max_message_size_is_enforced_from_the_header() -> None:
+    proto = server(max_message_size=100)
+    header_only = frame(2, b"x" * 1000)[:8]  # 2 + 2 length bytes + 4 mask bytes
+    assert failure(proto.receive_data(header_only)).code == 1009
+
+
+def test_max_message_size_counts_all_fragments() -> None:
+    proto = server(max_message_size=100)
+    assert proto.receive_data(frame(2, b"x" * 60, fin=False)) == []
+    assert failure(proto.receive_data(frame(0, b"x" * 60)[:8])).code == 1009
+
+
+def test_no_limit() -> None:
+    proto = server(max_message_size=None)
+    assert messages(proto.receive_data(frame(2, b"x" * (2 << 20)))) == [b"x" * (2 << 20)]
+
+
+def test_fragment_count_is_bounded() -> None:
+    proto = server(max_fragments=3)
+    data = frame(1, b"a", fin=False) + frame(0, b"", fin=False) + frame(0, b"", fin=False)
+    assert proto.receive_data(data) == []
+    assert failure(proto.receive_data(frame(0, b"", fin=False))).code == 1009
+
+
+# ------------------------------------------------------------- pings and close
+
+
+def test_every_ping_of_a_batch_is_answered() -> None:
+    proto = server()
+    proto.receive_data(b"".join(frame(9, b"p%d" % i) for i in range(3)))
+    assert proto.data_to_send() == b"".join(frame(10, b"p%d" % i, mask=False) for i in range(3))
+
+
+def test_pongs_not_sent_before_newer_pings_are_superseded() -> None:
+    proto = server()
+    proto.receive_data(frame(9, b"old1") + frame(9, b"old2"))
+    proto.receive_data(frame(9, b"new"))  # the pongs above never went out
+    assert proto.data_to_send() == frame(10, b"new", mask=False)
+
+
+def test_close_reply_echoes_code_and_nothing_follows() -> None:
+    proto = server()
+    events = proto.receive_data(frame(9, b"p") + frame(8, close_payload(1001)) + frame(1, b"after"))
+    assert [type(e) for e in events] == [Ping, Close]
+    # The ping before the close gets its pong, then the close reply.
+    assert proto.data_to_send() == frame(10, b"p", mask=False) + frame(
+        8, struct.pack("!H", 1001), mask=False
+    )
+    with pytest.raises(RuntimeError):
+        proto.send_message("too late")
+    assert proto.send_close() == b""
+
+
+def test_empty_close_gets_empty_reply() -> None:
+    proto = server()
+    events = proto.receive_data(frame(8))
+    assert isinstance(events[0], Close) and events[0].code == 1005
+    assert proto.data_to_send() == frame(8, mask=False)
+
+
+def test_after_sending_close_only_close_is_sent() -> None:
+    proto = server()
+    out = proto.send_close(1000, "done")
+    assert out == frame(8, close_payload(1000, "done"), mask=False)
+    assert proto.state is State.CLOSING
+    with pytest.raises(RuntimeError):
+        proto.send_message("x")
+    with pytest.raises(RuntimeError):
+        proto.send_ping()
+    proto.receive_data(frame(9, b"late ping"))
+    assert proto.data_to_send() == b""  # no pong after our close
+    events = proto.receive_data(frame(8, close_payload(1000)))
+    assert isinstance(events[-1], Close)
+    assert proto.state is State.CLOSED
+    assert proto.data_to_send() == b""
+
+
+def test_send_close_validates_code_and_reason() -> None:
+    proto = server()
+    with pytest.raises(ValueError):
+        proto.send_close(1006)
+    with pytest.raises(ValueError):
+        proto.send_close(2000)
+    with pytest.raises(ValueError):
+        proto.send_close(1000, "x" * 124)
+    with pytest.raises(ValueError):
+        proto.send_ping(b"x" * 126)
+
+
+def test_close_without_code() -> None:
+    proto = server()
+    assert proto.send_close(1005) == frame(8, mask=False)

@@ -1,0 +1,218 @@
+"""Concurrency primitives on OS threads and greenlets, and the drain registry, in-process."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from wsgiws import drain
+from wsgiws._runtime import _timer_thread, runtime_for
+from wsgiws.exceptions import ConnectionClosed
+from wsgiws.protocol import Role
+from wsgiws.websocket import WebSocket
+
+
+@pytest.fixture(autouse=True)
+def fresh_drain() -> Iterator[None]:
+    drain._reset()
+    yield
+    drain._reset()
+
+
+def test_thread_timers_share_one_thread_and_fire_in_order() -> None:
+    rt = runtime_for(socket.socket())
+    assert rt.name == "threads"
+    fired: list[int] = []
+    done = threading.Event()
+    before = threading.active_count()
+    timers = [rt.call_later(0.2 + i * 0.001, lambda i=i: fired.append(i)) for i in range(200)]
+    rt.call_later(0.6, done.set)
+    assert threading.active_count() <= before + 1  # not a thread per timer
+    timers[5].cancel()
+    assert done.wait(5)
+    time.sleep(0.1)
+    assert set(fired) == set(range(200)) - {5}
+
+
+def test_a_blocking_callback_does_not_delay_other_timers() -> None:
+    rt = runtime_for(socket.socket())
+    release = threading.Event()
+    fired = threading.Event()
+    rt.call_later(0.01, lambda: release.wait(5))  # a keepalive stuck on a socket
+    start = time.monotonic()
+    rt.call_later(0.1, fired.set)
+    assert fired.wait(2)
+    assert time.monotonic() - start < 1.0
+    release.set()
+
+
+def test_earlier_timer_added_later_fires_first() -> None:
+    rt = runtime_for(socket.socket())
+    order: list[str] = []
+    both = threading.Event()
+    rt.call_later(0.6, lambda: (order.append("late"), both.set()))
+    time.sleep(0.05)  # the timer thread now waits for the late one
+    rt.call_later(0.05, lambda: order.append("early"))
+    assert both.wait(3)
+    assert order == ["early", "late"]
+
+
+def test_thread_recv_timeout_works_above_fd_setsize() -> None:
+    rt = runtime_for(socket.socket())
+    keep = [socket.socket() for _ in range(1100)]  # push the next descriptors past 1024
+    try:
+        a, b = socket.socketpair()
+        assert a.fileno() > 1024
+        with pytest.raises(TimeoutError):
+            rt.recv(a, 10, 0.05)
+        b.sendall(b"x")
+        assert rt.recv(a, 10, 1.0) == b"x"
+        a.close()
+        b.close()
+    finally:
+        for s in keep:
+            s.close()
+
+
+def test_thread_lock_timeout() -> None:
+    rt = runtime_for(socket.socket())
+    lock = rt.lock()
+    assert lock.acquire()
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=0.1)))
+    t.start()
+    t.join()
+    assert got == [False]
+    lock.release()
+
+
+def pair(gevent_sockets: bool = False) -> tuple[WebSocket, WebSocket]:
+    if gevent_sockets:
+        from gevent import socket as gsocket
+
+        a, b = gsocket.socketpair()
+    else:
+        a, b = socket.socketpair()
+    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=None, close_timeout=2)
+    client = WebSocket(role=Role.CLIENT, sock=b, ping_interval=None, close_timeout=2)
+    return server, client
+
+
+def test_thread_mode_concurrent_sends_and_drain() -> None:
+    """Several threads send on one WebSocket; then a drain closes it with 1001."""
+    server, client = pair()
+    assert runtime_for(server._sock).name == "threads"  # type: ignore[arg-type]
+    received: list[str | bytes] = []
+    closed: list[int] = []
+
+    def read() -> None:
+        try:
+            for message in client:
+                received.append(message)
+        except ConnectionClosed as exc:
+            closed.append(exc.code)
+        else:
+            closed.append(client.close_code or 0)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    handler_done = threading.Event()
+
+    def handler() -> None:  # the server side blocks in receive, like a real handler
+        for _ in server:
+            pass
+        handler_done.set()
+
+    threading.Thread(target=handler).start()
+    senders = [
+        threading.Thread(target=lambda s=s: [server.send(f"{s}:{i}" * 500) for i in range(50)])
+        for s in range(4)
+    ]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    assert drain.open_websockets() == [server]
+    assert drain.start() == 1
+    assert handler_done.wait(5)
+    reader.join(5)
+    assert len(received) == 200
+    for message in received:  # whole messages: one sender's text repeated, never interleaved
+        assert isinstance(message, str)
+        assert message == message[: len(message) // 500] * 500
+    assert closed == [1001] and server.close_code == 1001
+    assert drain.wait_closed(1)
+    assert drain.open_websockets() == []
+
+
+def test_gevent_mode_drain_and_late_registration() -> None:
+    import gevent
+
+    server, client = pair(gevent_sockets=True)
+    assert runtime_for(server._sock).name == "gevent"  # type: ignore[arg-type]
+    heard: list[str] = []
+    drain.on_drain(lambda: heard.append("drain started"))
+    codes: list[int] = []
+
+    def read(ws: WebSocket) -> None:
+        try:
+            for _ in ws:
+                pass
+        except ConnectionClosed as exc:
+            codes.append(exc.code)
+        else:
+            codes.append(ws.close_code or 0)
+
+    readers = [gevent.spawn(read, server), gevent.spawn(read, client)]
+    gevent.sleep(0.01)
+    assert drain.start(close_timeout=1) == 1
+    assert drain.draining() and heard == ["drain started"]
+    gevent.joinall(readers, timeout=5)
+    assert sorted(codes) == [1001, 1001]
+    # A WebSocket opened while draining is closed at once.
+    late, late_client = pair(gevent_sockets=True)
+    reader = gevent.spawn(read, late_client)
+    reader.join(5)
+    assert late_client.close_code == 1001
+    assert drain.wait_closed(2, sleep=gevent.sleep)
+    assert late.close_code == 1001
+
+
+def test_opener_refuses_while_draining() -> None:
+    from wsgiws.handshake import Reject
+    from wsgiws.middleware import ENVIRON_START_RESPONSE, _Opener
+
+    drain.start()
+    opener = _Opener({ENVIRON_START_RESPONSE: lambda *a: None}, None, None)  # type: ignore[arg-type]
+    with pytest.raises(Reject) as info:
+        opener(None)  # type: ignore[arg-type]
+    assert info.value.status == 503
+
+
+def test_pending_timers_are_cancelled_on_close() -> None:
+    a, b = socket.socketpair()
+    base = _timer_thread.pending()
+    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=30)
+    assert _timer_thread.pending() == base + 1
+    b.close()
+    with pytest.raises(ConnectionClosed):
+        server.receive()
+    assert _timer_thread.pending() == base
+
+
+def test_thread_mode_keepalive() -> None:
+    from wsgiws.exceptions import ReceiveTimeout
+
+    a, b = socket.socketpair()
+    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=0.1, ping_timeout=0.2)
+    client = WebSocket(role=Role.CLIENT, sock=b, ping_interval=None)
+    with pytest.raises(ReceiveTimeout):
+        client.receive(timeout=0.6)  # reading answers the pings ...
+    assert not server.closed  # ... so the server keeps the connection
+    time.sleep(0.8)  # now nobody reads on the client side: no pongs
+    assert server.closed and server.close_code == 1011
+    b.close()

@@ -1,0 +1,32 @@
+"""The in-process server of :mod:`wsgiws.testing` (no listening socket).
+
+It puts the server end of a socket pair in ``wsgiws.test_socket`` and the bytes
+it read past the request head in ``wsgiws.test_buffered``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, cast
+
+if TYPE_CHECKING:
+    from . import Hijack
+
+ENVIRON_SOCKET: Final = "wsgiws.test_socket"
+ENVIRON_BUFFERED: Final = "wsgiws.test_buffered"
+
+
+def find(environ: Mapping[str, Any]) -> Hijack | None:
+    from . import Hijack, is_socket
+
+    sock = environ.get(ENVIRON_SOCKET)
+    if not is_socket(sock):
+        return None
+    buffered = [bytes(environ.get(ENVIRON_BUFFERED) or b"")]
+
+    def take_buffered() -> bytes:
+        data, buffered[0] = buffered[0], b""
+        return data
+
+    return Hijack("wsgiws.testing", cast(socket.socket, sock), take_buffered)
