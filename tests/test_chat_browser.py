@@ -18,13 +18,10 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests import redis_server
+from tests.conftest import require_binary
 from tests.servers import Server, serve
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or not redis_server.available(), reason="needs chromium and redis-server"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
 
 
 class Page:
@@ -57,7 +54,9 @@ class Page:
             if value:
                 return value
             time.sleep(0.05)
-        state = self.js("document.getElementById('status').textContent + ' / ' + document.getElementById('log').textContent")
+        state = self.js(
+            "document.getElementById('status').textContent + ' / ' + document.getElementById('log').textContent"
+        )
         raise AssertionError(f"timed out waiting for {expression} ({state})")
 
     def open(self, url: str) -> None:
@@ -72,11 +71,11 @@ class Page:
 @pytest.fixture
 def browser() -> Iterator[int]:
     """A headless Chromium; yields its DevTools port."""
+    chromium = require_binary("chromium")
     profile = tempfile.mkdtemp(prefix="wsgiws-chromium-")
-    assert CHROMIUM is not None
     process = subprocess.Popen(
         [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-port=0",
             "--remote-debugging-address=127.0.0.1", "about:blank",
@@ -104,6 +103,7 @@ def browser() -> Iterator[int]:
 
 @pytest.fixture
 def chat_server() -> Iterator[Server]:
+    require_binary("redis-server")
     with redis_server.redis_server() as redis:
         env = {"WSGIWS_REDIS_URL": redis.url}
         with serve("gunicorn-gevent", "examples.chat.app:app", ["-w", "2"], env=env) as server:

@@ -17,12 +17,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests import redis_server
+from tests.conftest import require_binary
 from tests.servers import Server, serve
 from tests.wire import RawClient
 from wsgiws.hub import Hub
 
 pytestmark = [
-    pytest.mark.skipif(not redis_server.available(), reason="redis-server not installed"),
     pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager"),
 ]
 
@@ -31,6 +31,7 @@ APP = "tests.hub_app:app"
 
 @pytest.fixture(scope="module")
 def redis() -> Iterator[redis_server.RedisServer]:
+    require_binary("redis-server")
     with redis_server.redis_server() as server:
         yield server
 
