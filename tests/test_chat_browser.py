@@ -55,7 +55,8 @@ class Page:
                 return value
             time.sleep(0.05)
         state = self.js(
-            "document.getElementById('status').textContent + ' / ' + document.getElementById('log').textContent"
+            "document.getElementById('status').textContent + ' / '"
+            " + document.getElementById('log').textContent"
         )
         raise AssertionError(f"timed out waiting for {expression} ({state})")
 
