@@ -99,6 +99,7 @@ class WebSocket:
         self._read_waiters = 0
         self._pong_waiters: list[tuple[bytes, list[bool]]] = []
         self._keepalive_timer: Timer | None = None
+        self._close_callbacks: list[Callable[[WebSocket], object]] | None = None
         self._read_lock: Lock
         self._send_lock: Lock
         if sock is not None:
@@ -421,7 +422,36 @@ class WebSocket:
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
+        self._run_close_callbacks()
         self._end_tcp(reading)
+
+    def add_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
+        """Call ``callback(ws)`` once when the connection ends (at once if it has).
+
+        Callbacks run in whichever greenlet or thread ends the connection and
+        must not block; an exception in one is logged and the others still run.
+        """
+        if self._closed:
+            self._call_close_callback(callback)
+            return
+        if self._close_callbacks is None:
+            self._close_callbacks = []
+        self._close_callbacks.append(callback)
+
+    def remove_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
+        if self._close_callbacks and callback in self._close_callbacks:
+            self._close_callbacks.remove(callback)
+
+    def _run_close_callbacks(self) -> None:
+        callbacks, self._close_callbacks = self._close_callbacks, None
+        for callback in callbacks or ():
+            self._call_close_callback(callback)
+
+    def _call_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            logger.exception("close callback %r of WebSocket %s raised", callback, self._path())
 
     def _connection_lost(self, why: str, *, reading: bool = False) -> None:
         if not self._closed:

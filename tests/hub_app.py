@@ -1,0 +1,66 @@
+"""A small WSGI app over the hub for the multi-process tests (tests/test_redis.py).
+
+``/ws?rooms=a,b`` joins the rooms and says hello with its socket id and the worker's
+pid (once this worker's Redis subscription is live). Then each text message is a
+JSON command: ``{"op": "send", "room": r, "text": t, "exclude_me": bool}``,
+``{"op": "all", ...}``, ``{"op": "join"|"leave", "room": r}``. ``POST
+/publish?room=r`` publishes the body from a plain HTTP request.
+
+Environment: ``WSGIWS_REDIS_URL`` (else in-process), ``HUB_MAX_QUEUE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from wsgiws import WebSocket, WebSocketMiddleware
+from wsgiws.hub import Hub
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(name)s: %(message)s")
+hub = Hub.from_url(
+    os.environ.get("WSGIWS_REDIS_URL"), max_queue=int(os.environ.get("HUB_MAX_QUEUE", "256"))
+)
+
+
+def http(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ.get("PATH_INFO") == "/publish" and environ["REQUEST_METHOD"] == "POST":
+        room = parse_qs(environ.get("QUERY_STRING", ""))["room"][0]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        hub.send(room, environ["wsgi.input"].read(length).decode())
+        start_response("204 No Content", [])
+        return []
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found\n"]
+
+
+app = WebSocketMiddleware(http, close_timeout=2.0, max_message_size=4 << 20)
+
+
+@app.route("/ws")
+def handler(ws: WebSocket) -> None:
+    query = parse_qs(ws.environ.get("QUERY_STRING", ""))
+    rooms = [r for r in query.get("rooms", [""])[0].split(",") if r]
+    my_id = hub.join(ws, *rooms)
+    deadline = time.monotonic() + 5
+    backend = hub.backend
+    while not getattr(backend, "subscribed", True) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ws.send(json.dumps({"id": my_id, "pid": os.getpid()}))
+    for raw in ws:
+        command = json.loads(raw)
+        op = command["op"]
+        exclude = ws if command.get("exclude_me") else None
+        if op == "send":
+            hub.send(command["room"], command["text"], exclude=exclude)
+        elif op == "all":
+            hub.broadcast(command["text"], exclude=exclude)
+        elif op == "join":
+            hub.join(ws, command["room"])
+        elif op == "leave":
+            hub.leave(ws, command["room"])

@@ -1,0 +1,1 @@
+"""Transports that carry hub messages between processes (see :mod:`wsgiws.hub`)."""
