@@ -88,7 +88,10 @@ class GeventRuntime:
         self._gevent.spawn(func)
 
     def cooperate(self) -> None:
-        self._gevent.sleep(0)
+        # sleep(0) only runs greenlets whose callbacks are queued: a flooding connection
+        # would be resumed before the hub polls the other sockets. idle() waits until the
+        # hub has served the I/O that is ready.
+        self._gevent.idle()
 
     def recv(self, sock: socket.socket, size: int, timeout: float | None) -> bytes:
         if timeout is None:
