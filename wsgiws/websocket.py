@@ -175,12 +175,13 @@ class WebSocket:
                     self._fail(self._pending_failure)
                     continue
                 self._read(deadline)
+        message = incoming.popleft()  # before yielding: another receiver may run meanwhile
         self._handed_out += 1
         if self._handed_out % _YIELD_EVERY == 0:
             # A peer that keeps our buffer full never makes recv block; yield anyway.
             assert self._rt is not None
             self._rt.cooperate()
-        return incoming.popleft()
+        return message
 
     def __iter__(self) -> Iterator[str | bytes]:
         """Messages until the connection closes; a normal close ends the loop quietly."""
