@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 import gevent
 
@@ -108,3 +109,17 @@ def choose(ws: WebSocket) -> None:
     ws.accept(subprotocol="second")
     ws.send(str(ws.subprotocol))
     ws.receive()
+
+
+@app.route("/badstream")
+def badstream(ws: WebSocket) -> None:
+    def chunks() -> Iterator[str | bytes]:
+        yield "text first, "
+        yield "then more text, "
+        yield b"then bytes"  # the first fragment is on the wire by now
+
+    try:
+        ws.send_stream(chunks())
+    except TypeError:
+        sys.stderr.write(f"badstream: TypeError, close code {ws.close_code}\n")
+        sys.stderr.flush()

@@ -149,3 +149,11 @@ def test_abrupt_client_disconnect_does_not_log_errors(server: Server) -> None:
         ws.send("ok")
         assert ws.recv() == "ok"
     assert "Traceback" not in server.log().split("boom in handler")[-1]
+
+
+def test_a_stream_that_fails_midway_ends_the_connection_with_1011(server: Server) -> None:
+    client = RawClient(server.port, "/badstream")
+    assert client.read_frame() == (1, False, b"text first, ")
+    assert client.read_close()[0] == 1011
+    assert client.rest_until_eof() == b""
+    wait_for_log(server, "badstream: TypeError, close code 1011")

@@ -690,6 +690,11 @@ class Protocol:
         return bool(self._out or self._pending_pongs)
 
     @property
+    def streaming(self) -> bool:
+        """True while a streamed (fragmented) outgoing message is unfinished."""
+        return self._out_fragmenting
+
+    @property
     def closed(self) -> bool:
         """True once both close frames were exchanged or the connection failed."""
         return self.state is State.CLOSED or self.failure is not None

@@ -326,23 +326,40 @@ class WebSocket:
         Other senders wait until the whole message is out, as the protocol requires.
         """
         proto = self._ensure_open()
-        with self._send_lock:
-            previous: str | bytes | None = None
-            kind: type | None = None
-            try:
-                for chunk in chunks:
-                    if kind is None:
-                        kind = str if isinstance(chunk, str) else bytes
-                    elif isinstance(chunk, str) != (kind is str):
-                        raise TypeError("a streamed message mixes text and binary chunks")
-                    if previous is not None:
-                        self._write(proto.send_fragment(previous, fin=False))
-                    previous = chunk
-                if previous is None:
-                    previous = ""  # an empty iterable sends an empty text message
-                self._write(proto.send_fragment(previous, fin=True))
-            except RuntimeError:
-                raise self._closed_exception() from None
+        stream_broken = False
+        try:
+            with self._send_lock:
+                previous: str | bytes | None = None
+                kind: type | None = None
+                try:
+                    for chunk in chunks:
+                        if kind is None:
+                            kind = str if isinstance(chunk, str) else bytes
+                        elif isinstance(chunk, str) != (kind is str):
+                            raise TypeError("a streamed message mixes text and binary chunks")
+                        if previous is not None:
+                            self._write(proto.send_fragment(previous, fin=False))
+                        previous = chunk
+                    if previous is None:
+                        previous = ""  # an empty iterable sends an empty text message
+                    self._write(proto.send_fragment(previous, fin=True))
+                except ConnectionClosed:
+                    raise
+                except BaseException:
+                    if proto.close_sent is not None or self._closed:
+                        raise self._closed_exception() from None
+                    if proto.streaming:
+                        # Half a message is on the wire and only its continuation may follow:
+                        # the connection cannot go on. Say so, then end it.
+                        stream_broken = True
+                        try:
+                            self._write(proto.send_close(CloseCode.INTERNAL_ERROR, "stream failed"))
+                        except ConnectionClosed:
+                            pass
+                    raise
+        finally:
+            if stream_broken:
+                self._finish(CloseCode.INTERNAL_ERROR, "a streamed message failed midway")
 
     def ping(self, payload: bytes = b"") -> PongWaiter:
         """Send a ping; the returned waiter's ``wait(timeout)`` is True once its pong came."""
