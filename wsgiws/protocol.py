@@ -193,6 +193,8 @@ def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> byt
 
 apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
 try:  # An optional C accelerator; the pure-Python version stays the reference.
+    if os.environ.get("WSGIWS_NO_EXTENSIONS", "") not in ("", "0"):
+        raise ImportError("C extensions disabled by WSGIWS_NO_EXTENSIONS")
     from ._speedups import apply_mask  # type: ignore[import-not-found,no-redef,unused-ignore]
 except ImportError:  # pragma: no cover - depends on the build
     apply_mask = _apply_mask_python
