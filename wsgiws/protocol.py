@@ -206,6 +206,10 @@ _PACK_Q: Final = struct.Struct("!Q").pack
 _UNPACK_H: Final = struct.Struct("!H").unpack_from
 _UNPACK_Q: Final = struct.Struct("!Q").unpack_from
 _MAX_CONTROL_PAYLOAD: Final = 125
+#: Outgoing payloads up to this size are copied behind their header (one buffer).
+_JOIN_LIMIT: Final = 16384
+#: A buffer to write: ``bytes``, or a ``memoryview`` of a large payload.
+Buffer = bytes | memoryview
 _DEFAULT_FRAGMENT_SIZE: Final = 1 << 20
 
 
@@ -568,16 +572,17 @@ class Protocol:
 
     # --------------------------------------------------------------------- send
 
-    def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
-        n = len(payload)
-        b0 = (0x80 if fin else 0) | rsv | opcode
+    def _header(self, b0: int, n: int) -> bytes:
+        """A frame header: first byte ``b0``, payload length ``n``, mask bit for a client."""
         mask_bit = 0x80 if self._is_client else 0
         if n < 126:
-            header = bytes((b0, mask_bit | n))
-        elif n < 65536:
-            header = bytes((b0, mask_bit | 126)) + _PACK_H(n)
-        else:
-            header = bytes((b0, mask_bit | 127)) + _PACK_Q(n)
+            return bytes((b0, mask_bit | n))
+        if n < 65536:
+            return bytes((b0, mask_bit | 126)) + _PACK_H(n)
+        return bytes((b0, mask_bit | 127)) + _PACK_Q(n)
+
+    def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+        header = self._header((0x80 if fin else 0) | rsv | opcode, len(payload))
         if self._is_client:
             key = os.urandom(4)
             return header + key + apply_mask(payload, key)
@@ -589,34 +594,52 @@ class Protocol:
 
     def send_message(self, data: str | bytes | bytearray | memoryview) -> bytes:
         """Frame a whole message (text for ``str``, binary otherwise); return the bytes to write."""
+        return b"".join(self.send_message_parts(data))
+
+    def send_message_parts(self, data: str | bytes | bytearray | memoryview) -> list[Buffer]:
+        """Like :meth:`send_message`, but return the buffers to write, in order, unjoined.
+
+        A large payload is not copied behind its header: a caller with vectored
+        writes (``sendmsg``) saves a copy of the whole message.
+        """
         if self.state is not State.OPEN or self._out_fragmenting:
             self._check_can_send()
             raise RuntimeError("a streamed message is in progress")
         if isinstance(data, str):
-            opcode = Opcode.TEXT
+            opcode = 0x1
             payload = data.encode("utf-8")
         else:
-            opcode = Opcode.BINARY
-            payload = bytes(data)
+            opcode = 0x2
+            payload = data if type(data) is bytes else bytes(data)
+        rsv = 0
         ext = self.extension
         if ext is not None and ext.should_compress(len(payload)):
-            return self._frame_message(opcode, ext.encode(payload), ext.rsv1)
-        return self._frame_message(opcode, payload, 0)
+            payload = ext.encode(payload)
+            rsv = ext.rsv1
+        n = len(payload)
+        if n > self.fragment_size:
+            return self._fragment_parts(opcode, payload, rsv)
+        if self._is_client:
+            return [self._frame(opcode, payload, True, rsv)]
+        header = self._header(0x80 | rsv | opcode, n)
+        if n <= _JOIN_LIMIT:
+            return [header + payload]
+        return [header, payload]
 
-    def _frame_message(self, opcode: int, payload: bytes, rsv: int) -> bytes:
+    def _fragment_parts(self, opcode: int, payload: bytes, rsv: int) -> list[Buffer]:
         size = self.fragment_size
-        if len(payload) <= size:
-            return self._frame(opcode, payload, True, rsv)
-        parts = [
-            self._frame(
-                opcode if i == 0 else 0,
-                payload[i : i + size],
-                i + size >= len(payload),
-                rsv if i == 0 else 0,
-            )
-            for i in range(0, len(payload), size)
-        ]
-        return b"".join(parts)
+        total = len(payload)
+        view = memoryview(payload)
+        parts: list[Buffer] = []
+        for i in range(0, total, size):
+            piece = view[i : i + size]
+            b0 = (0x80 if i + size >= total else 0) | (rsv | opcode if i == 0 else 0)
+            if self._is_client:
+                key = os.urandom(4)
+                parts.append(self._header(b0, len(piece)) + key + apply_mask(piece, key))
+            else:
+                parts += (self._header(b0, len(piece)), piece)
+        return parts
 
     def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> bytes:
         """Frame one piece of a streamed message; the first piece decides text or binary."""

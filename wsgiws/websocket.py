@@ -19,6 +19,7 @@ from ._runtime import Lock, Runtime, Timer, runtime_for
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
 from .protocol import (
     OK_CLOSE_CODES,
+    Buffer,
     Close,
     CloseCode,
     Extension,
@@ -308,10 +309,10 @@ class WebSocket:
             proto = self._ensure_open()
         with self._send_lock:
             try:
-                frame = proto.send_message(message)
+                parts = proto.send_message_parts(message)
             except RuntimeError:
                 raise self._closed_exception() from None
-            self._write(frame)
+            self._write_parts(parts)
         if proto.owes_data:  # a reader left pongs for us while we held the lock
             self._flush_owed(wait=False)
 
@@ -354,9 +355,21 @@ class WebSocket:
 
     def _write(self, data: bytes) -> None:
         """Write all of ``data``; the send lock is held."""
-        assert self._sock is not None
+        assert self._rt is not None and self._sock is not None
         try:
-            self._sock.sendall(data)
+            self._rt.sendall(self._sock, data)
+        except OSError as exc:
+            self._connection_lost(f"socket error while sending: {exc}")
+            raise self._closed_exception() from None
+
+    def _write_parts(self, parts: list[Buffer]) -> None:
+        """Write ``parts`` (one frame or more, from the protocol); the send lock is held."""
+        assert self._rt is not None and self._sock is not None
+        try:
+            if len(parts) == 1:
+                self._rt.sendall(self._sock, parts[0])
+            else:
+                self._rt.send_parts(self._sock, parts)
         except OSError as exc:
             self._connection_lost(f"socket error while sending: {exc}")
             raise self._closed_exception() from None
