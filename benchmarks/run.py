@@ -70,6 +70,10 @@ SERVERS = {
         False, lambda port, root: gunicorn_cmd(
             "geventwebsocket.gunicorn.workers.GeventWebSocketWorker", SERVERS_DIR,
             "gevent_websocket:app", port)),
+    "floor-gunicorn": (
+        "no library: a bare WSGI app doing the upgrade and the bound's frame loop in gunicorn -k "
+        "gevent (servers/floor_gunicorn.py): what gunicorn itself costs",
+        False, lambda port, root: gunicorn_cmd("gevent", SERVERS_DIR, "floor_gunicorn:app", port)),
     "flask-sock": (
         "flask-sock (simple-websocket) on gevent.pywsgi",
         False, lambda port, root: script_cmd("flasksock_echo.py", port)),

@@ -65,11 +65,19 @@ def handshake(sock, rfile) -> bool:
 
 def handle(sock, address):
     rfile = sock.makefile("rb", buffering=65536)
+    try:
+        if handshake(sock, rfile):
+            echo_frames(sock, rfile)
+    finally:
+        rfile.close()
+        sock.close()
+
+
+def echo_frames(sock, rfile):
+    """Echo frames until close or EOF (also used by floor_gunicorn.py)."""
     read = rfile.read
     send = sock.sendall
     try:
-        if not handshake(sock, rfile):
-            return
         parts = []
         msg_op = 0
         while True:
@@ -109,9 +117,6 @@ def handle(sock, address):
                 send(frame_header(msg_op, len(data)) + data)
     except OSError:
         pass
-    finally:
-        rfile.close()
-        sock.close()
 
 
 def main():
