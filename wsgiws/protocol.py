@@ -182,7 +182,7 @@ class _Fail(Exception):
         self.reason = reason
 
 
-def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """XOR ``data`` with the 4-byte ``mask``, in C-speed big-integer arithmetic."""
     n = len(data)
     if n == 0:
@@ -191,7 +191,7 @@ def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> byt
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
+apply_mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
 try:  # An optional C accelerator; the pure-Python version stays the reference.
     if os.environ.get("WSGIWS_NO_EXTENSIONS", "") not in ("", "0"):
         raise ImportError("C extensions disabled by WSGIWS_NO_EXTENSIONS")
@@ -210,6 +210,13 @@ _MAX_CONTROL_PAYLOAD: Final = 125
 _JOIN_LIMIT: Final = 16384
 #: A buffer to write: ``bytes``, or a ``memoryview`` of a large payload.
 Buffer = bytes | memoryview
+#: Server frame headers of final text/binary frames (RSV1 or not) with 7-bit lengths.
+_SHORT_HEADERS: Final = {
+    rsv | opcode: tuple(bytes((0x80 | rsv | opcode, n)) for n in range(126))
+    for rsv in (0x00, 0x40)
+    for opcode in (0x1, 0x2)
+}
+_OPEN: Final = State.OPEN
 _DEFAULT_FRAGMENT_SIZE: Final = 1 << 20
 
 
@@ -350,6 +357,7 @@ class Protocol:
         pos = 0
         end = len(buf)
         expect_mask = self._expect_mask
+        limit = self.max_message_size
         while pos < end:
             left = self._frame_left
             if left:
@@ -395,38 +403,28 @@ class Protocol:
                 (length,) = _UNPACK_Q(buf, pos + 2)
                 if length >> 63:
                     raise _Fail(CloseCode.PROTOCOL_ERROR, "frame length has the top bit set")
-            opcode = b0 & 0x0F
-            fin = b0 & 0x80
-            self._check_header(b0, opcode, fin, length)
+            # 0x81 / 0x82: a final text / binary frame without RSV bits, the usual frame.
+            whole = b0 == 0x81 or b0 == 0x82
+            if whole and not self._msg_opcode:
+                if limit is not None and length > limit:
+                    raise _Fail(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+            else:
+                self._check_header(b0, b0 & 0x0F, b0 & 0x80, length)
             if expect_mask:
                 header += 4
             start = pos + header
             if start > end:
                 self._need = header
                 return pos
-            if opcode >= 8:
-                # Control frames are small: wait for the whole frame.
-                if end - start < length:
-                    self._need = header + length
-                    return pos
-                pos = start + length
-                if expect_mask:
-                    payload = apply_mask(buf[start:pos], bytes(buf[start - 4 : start]))
-                else:
-                    payload = bytes(buf[start:pos])
-                self._control_frame(opcode, payload, events)
-                if self.close_received is not None:
-                    self._need = 2
-                    return end  # whatever follows the peer's close is ignored
-                continue
-            if opcode and fin and end - start >= length and not (b0 & 0x40 and self.extension):
+            stop = start + length
+            if whole and stop <= end:
                 # The common case: a whole message in one frame, all here.
-                pos = start + length
                 if expect_mask:
-                    payload = apply_mask(buf[start:pos], bytes(buf[start - 4 : start]))
+                    payload = apply_mask(buf[start:stop], buf[start - 4 : start])
                 else:
-                    payload = bytes(buf[start:pos])
-                if opcode == Opcode.TEXT:
+                    payload = bytes(buf[start:stop])
+                pos = stop
+                if b0 == 0x81:
                     try:
                         events.append(Message(payload.decode("utf-8")))
                     except UnicodeDecodeError:
@@ -435,6 +433,23 @@ class Protocol:
                         ) from None
                 else:
                     events.append(Message(payload))
+                continue
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            if opcode >= 8:
+                # Control frames are small: wait for the whole frame.
+                if stop > end:
+                    self._need = header + length
+                    return pos
+                pos = stop
+                if expect_mask:
+                    payload = apply_mask(buf[start:pos], buf[start - 4 : start])
+                else:
+                    payload = bytes(buf[start:pos])
+                self._control_frame(opcode, payload, events)
+                if self.close_received is not None:
+                    self._need = 2
+                    return end  # whatever follows the peer's close is ignored
                 continue
             pos = start
             self._start_frame(b0, opcode, fin, length)
@@ -602,25 +617,28 @@ class Protocol:
         A large payload is not copied behind its header: a caller with vectored
         writes (``sendmsg``) saves a copy of the whole message.
         """
-        if self.state is not State.OPEN or self._out_fragmenting:
+        if self.state is not _OPEN or self._out_fragmenting:
             self._check_can_send()
             raise RuntimeError("a streamed message is in progress")
         if isinstance(data, str):
             opcode = 0x1
-            payload = data.encode("utf-8")
+            payload = data.encode()
         else:
             opcode = 0x2
             payload = data if type(data) is bytes else bytes(data)
+        n = len(payload)
         rsv = 0
         ext = self.extension
-        if ext is not None and ext.should_compress(len(payload)):
+        if ext is not None and ext.should_compress(n):
             payload = ext.encode(payload)
+            n = len(payload)
             rsv = ext.rsv1
-        n = len(payload)
-        if n > self.fragment_size:
-            return self._fragment_parts(opcode, payload, rsv)
-        if self._is_client:
+        if self._is_client or n > self.fragment_size:
+            if n > self.fragment_size:
+                return self._fragment_parts(opcode, payload, rsv)
             return [self._frame(opcode, payload, True, rsv)]
+        if n < 126:
+            return [_SHORT_HEADERS[rsv | opcode][n] + payload]
         header = self._header(0x80 | rsv | opcode, n)
         if n <= _JOIN_LIMIT:
             return [header + payload]
