@@ -43,22 +43,9 @@ class Runtime(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
-    def sendall(self, sock: socket.socket, data: bytes | memoryview) -> None:
-        """Write all of ``data``."""
-
-    def send_parts(self, sock: socket.socket, parts: list[bytes | memoryview]) -> None:
-        """Write all of ``parts``, in order, without joining them first."""
-
-
-def _send_rest(sock: socket.socket, parts: list[bytes | memoryview], sent: int) -> None:
-    """Finish writing ``parts`` of which the first ``sent`` bytes went out already."""
-    for part in parts:
-        size = len(part)
-        if sent >= size:
-            sent -= size
-            continue
-        sock.sendall(memoryview(part)[sent:] if sent else part)
-        sent = 0
+    def raw_socket(self, sock: socket.socket) -> socket.socket | None:
+        """The non-blocking OS socket under ``sock``, for a first send or recv that must not
+        wait (it raises ``BlockingIOError`` instead); None when there is none to use."""
 
 
 class _GeventTimer:
@@ -116,32 +103,13 @@ class GeventRuntime:
     def sleep(self, seconds: float) -> None:
         self._gevent.sleep(seconds)
 
-    # gevent's sendall is Python code that also asks the kernel for SO_SNDBUF on every
-    # call. A non-blocking send on the socket it wraps usually writes everything at
-    # once; only the rest (a full send buffer) goes through gevent, which waits.
-    # TLS sockets (a subclass) must go through their own methods.
-
-    def sendall(self, sock: socket.socket, data: bytes | memoryview) -> None:
-        if type(sock) is not self._plain_socket:
-            sock.sendall(data)
-            return
-        try:
-            sent = sock._sock.send(data)  # type: ignore[attr-defined]
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            sock.sendall(memoryview(data)[sent:])
-
-    def send_parts(self, sock: socket.socket, parts: list[bytes | memoryview]) -> None:
-        if type(sock) is not self._plain_socket:
-            for part in parts:
-                sock.sendall(part)
-            return
-        try:
-            sent = sock._sock.sendmsg(parts)  # type: ignore[attr-defined]
-        except BlockingIOError:
-            sent = 0
-        _send_rest(sock, parts, sent)
+    def raw_socket(self, sock: socket.socket) -> socket.socket | None:
+        # gevent's socket methods are Python code around the non-blocking socket they wrap
+        # (and sendall asks the kernel for SO_SNDBUF on every call): trying that socket
+        # first saves them whenever the call need not wait. Never for TLS (a subclass).
+        if type(sock) is self._plain_socket:
+            return sock._sock  # type: ignore[attr-defined,no-any-return]
+        return None
 
 
 class _ThreadTimer:
@@ -183,16 +151,8 @@ class ThreadRuntime:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-    def sendall(self, sock: socket.socket, data: bytes | memoryview) -> None:
-        sock.sendall(data)
-
-    def send_parts(self, sock: socket.socket, parts: list[bytes | memoryview]) -> None:
-        sendmsg = getattr(sock, "sendmsg", None)
-        if sendmsg is None or hasattr(sock, "pending"):  # TLS (no sendmsg) or no sendmsg at all
-            for part in parts:
-                sock.sendall(part)
-            return
-        _send_rest(sock, parts, sendmsg(parts))
+    def raw_socket(self, sock: socket.socket) -> socket.socket | None:
+        return None
 
 
 _gevent_runtime: GeventRuntime | None = None

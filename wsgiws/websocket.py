@@ -88,6 +88,7 @@ class WebSocket:
         self.close_reason: str = ""
         self._opener = opener
         self._sock: socket.socket | None = None
+        self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
         self._proto: Protocol | None = None
         self._rt: Runtime | None = None
         self._incoming: deque[str | bytes] = deque()
@@ -134,6 +135,7 @@ class WebSocket:
         self._read_lock = rt.lock()
         self._send_lock = rt.lock()
         self._sock = sock
+        self._raw_sock = rt.raw_socket(sock)
         self._proto = Protocol(
             self.role,
             max_message_size=self.max_message_size,
@@ -173,8 +175,9 @@ class WebSocket:
                     continue
                 self._read(deadline)
         self._handed_out += 1
-        if self._handed_out % _YIELD_EVERY == 0:
+        if self._handed_out >= _YIELD_EVERY:
             # A peer that keeps our buffer full never makes recv block; yield anyway.
+            self._handed_out = 0
             assert self._rt is not None
             self._rt.cooperate()
         return incoming.popleft()
@@ -202,10 +205,17 @@ class WebSocket:
         try:
             if self._incoming or self._closed or self._pending_failure is not None:
                 return
-            timeout = None if deadline is None else deadline - time.monotonic()
             assert self._rt is not None and self._sock is not None
             try:
-                data = self._rt.recv(self._sock, _READ_SIZE, timeout)
+                data = None
+                if self._raw_sock is not None:
+                    try:
+                        data = self._raw_sock.recv(_READ_SIZE)
+                    except BlockingIOError:
+                        self._handed_out = 0  # we wait: other connections get their turn
+                if data is None:
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    data = self._rt.recv(self._sock, _READ_SIZE, timeout)
             except TimeoutError:
                 raise ReceiveTimeout from None
             except OSError as exc:
@@ -312,7 +322,10 @@ class WebSocket:
                 parts = proto.send_message_parts(message)
             except RuntimeError:
                 raise self._closed_exception() from None
-            self._write_parts(parts)
+            if len(parts) == 1:
+                self._write(parts[0])
+            else:
+                self._write_parts(parts)
         if proto.owes_data:  # a reader left pongs for us while we held the lock
             self._flush_owed(wait=False)
 
@@ -353,23 +366,42 @@ class WebSocket:
             self._write(frame)
         return PongWaiter(self, flag)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: Buffer) -> None:
         """Write all of ``data``; the send lock is held."""
-        assert self._rt is not None and self._sock is not None
+        assert self._sock is not None
         try:
-            self._rt.sendall(self._sock, data)
+            raw = self._raw_sock
+            if raw is not None:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]  # the rest waits for room in the send buffer
+            self._sock.sendall(data)
         except OSError as exc:
             self._connection_lost(f"socket error while sending: {exc}")
             raise self._closed_exception() from None
 
     def _write_parts(self, parts: list[Buffer]) -> None:
-        """Write ``parts`` (one frame or more, from the protocol); the send lock is held."""
-        assert self._rt is not None and self._sock is not None
+        """Write ``parts`` (a frame's header and payload, or several frames) without joining
+        them; the send lock is held."""
+        assert self._sock is not None
+        sent = 0
         try:
-            if len(parts) == 1:
-                self._rt.sendall(self._sock, parts[0])
-            else:
-                self._rt.send_parts(self._sock, parts)
+            if self._raw_sock is not None:
+                try:
+                    sent = self._raw_sock.sendmsg(parts)
+                except BlockingIOError:
+                    pass
+            for part in parts:
+                size = len(part)
+                if sent >= size:
+                    sent -= size
+                    continue
+                self._sock.sendall(memoryview(part)[sent:] if sent else part)
+                sent = 0
         except OSError as exc:
             self._connection_lost(f"socket error while sending: {exc}")
             raise self._closed_exception() from None
