@@ -35,6 +35,9 @@ class Runtime(Protocol):
     def lock(self) -> Lock: ...
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer: ...
     def spawn(self, func: Callable[[], None]) -> None: ...
+    def call_soon(self, func: Callable[[], None]) -> None:
+        """Run ``func`` soon (from the event loop or a thread); it must not block."""
+
     def cooperate(self) -> None:
         """Let other connections run (fairness under a flood)."""
 
@@ -90,6 +93,9 @@ class GeventRuntime:
     def spawn(self, func: Callable[[], None]) -> None:
         self._gevent.spawn(func)
 
+    def call_soon(self, func: Callable[[], None]) -> None:
+        self._gevent.get_hub().loop.run_callback(func)
+
     def cooperate(self) -> None:
         self._gevent.sleep(0)
 
@@ -135,6 +141,9 @@ class ThreadRuntime:
 
     def spawn(self, func: Callable[[], None]) -> None:
         threading.Thread(target=func, daemon=True).start()
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        self.spawn(func)
 
     def cooperate(self) -> None:
         time.sleep(0)

@@ -40,6 +40,8 @@ Opener = Callable[["WebSocket"], "tuple[socket.socket, bytes]"]
 
 _READ_SIZE: Final = 65536
 _YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
+#: Most bytes of frames held back to go out with the next write (see WebSocket._cork).
+_CORK_LIMIT: Final = 65536
 
 
 class WebSocket:
@@ -89,6 +91,8 @@ class WebSocket:
         self._opener = opener
         self._sock: socket.socket | None = None
         self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
+        self._corked: list[Buffer] | None = None  # frames not written yet (see _cork)
+        self._corked_size = 0
         self._proto: Protocol | None = None
         self._rt: Runtime | None = None
         self._incoming: deque[str | bytes] = deque()
@@ -167,6 +171,8 @@ class WebSocket:
             if self._proto is None:
                 self.accept()
             deadline = None if timeout is None else time.monotonic() + timeout
+            if self._corked is not None:
+                self._flush_cork()  # replies must not wait for the peer's next message
             while not incoming:
                 if self._closed:
                     raise self._closed_exception()
@@ -178,6 +184,8 @@ class WebSocket:
         if self._handed_out >= _YIELD_EVERY:
             # A peer that keeps our buffer full never makes recv block; yield anyway.
             self._handed_out = 0
+            if self._corked is not None:
+                self._flush_cork()
             assert self._rt is not None
             self._rt.cooperate()
         return incoming.popleft()
@@ -322,10 +330,16 @@ class WebSocket:
                 parts = proto.send_message_parts(message)
             except RuntimeError:
                 raise self._closed_exception() from None
-            if len(parts) == 1:
-                self._write(parts[0])
-            else:
+            if len(parts) > 1:
                 self._write_parts(parts)
+            elif (
+                self._incoming
+                and self._raw_sock is not None
+                and self._corked_size + len(parts[0]) <= _CORK_LIMIT
+            ):
+                self._cork(parts[0])
+            else:
+                self._write(parts[0])
         if proto.owes_data:  # a reader left pongs for us while we held the lock
             self._flush_owed(wait=False)
 
@@ -366,9 +380,43 @@ class WebSocket:
             self._write(frame)
         return PongWaiter(self, flag)
 
+    def _cork(self, frame: Buffer) -> None:
+        """Hold ``frame`` back to go out with the next write; the send lock is held.
+
+        Only while the handler still has received messages to take (it is answering
+        a batch of pipelined messages): their replies then leave in one system call
+        instead of one each. The next write, the next read from the socket, a fairness
+        yield or, failing all those, a hub callback writes them.
+        """
+        if self._corked is None:
+            self._corked = [frame]
+            assert self._rt is not None
+            self._rt.call_soon(self._cork_deadline)
+        else:
+            self._corked.append(frame)
+        self._corked_size += len(frame)
+
+    def _cork_deadline(self) -> None:
+        # Runs in the event loop once this greenlet blocked or yielded: must not block here.
+        if self._corked is not None and self._rt is not None:
+            self._rt.spawn(self._flush_cork)
+
+    def _flush_cork(self) -> None:
+        try:
+            with self._send_lock:
+                if self._corked is not None:
+                    self._write(b"")
+        except ConnectionClosed:
+            pass
+
     def _write(self, data: Buffer) -> None:
-        """Write all of ``data``; the send lock is held."""
+        """Write held-back frames, then all of ``data``; the send lock is held."""
         assert self._sock is not None
+        if self._corked is not None:
+            self._corked.append(data)
+            data = b"".join(self._corked)
+            self._corked = None
+            self._corked_size = 0
         try:
             raw = self._raw_sock
             if raw is not None:
@@ -388,6 +436,10 @@ class WebSocket:
         """Write ``parts`` (a frame's header and payload, or several frames) without joining
         them; the send lock is held."""
         assert self._sock is not None
+        if self._corked is not None:
+            parts = [*self._corked, *parts]
+            self._corked = None
+            self._corked_size = 0
         sent = 0
         try:
             if self._raw_sock is not None:
