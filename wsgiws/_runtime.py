@@ -50,6 +50,10 @@ class Runtime(Protocol):
         """The non-blocking OS socket under ``sock``, for a first send or recv that must not
         wait (it raises ``BlockingIOError`` instead); None when there is none to use."""
 
+    def wait_readable(self, sock: socket.socket, timeout: float | None) -> None:
+        """Wait until ``sock`` is readable (only for sockets with a raw_socket);
+        raise ``TimeoutError`` after ``timeout`` seconds."""
+
 
 class _GeventTimer:
     __slots__ = ("_watcher",)
@@ -113,9 +117,18 @@ class GeventRuntime:
         # gevent's socket methods are Python code around the non-blocking socket they wrap
         # (and sendall asks the kernel for SO_SNDBUF on every call): trying that socket
         # first saves them whenever the call need not wait. Never for TLS (a subclass).
-        if type(sock) is self._plain_socket:
+        if type(sock) is self._plain_socket and hasattr(sock, "_read_event"):
             return sock._sock  # type: ignore[attr-defined,no-any-return]
         return None
+
+    def wait_readable(self, sock: socket.socket, timeout: float | None) -> None:
+        # The socket's own read watcher (what its recv waits on), not a new one per wait.
+        wait = sock._wait  # type: ignore[attr-defined]
+        if timeout is None:
+            wait(sock._read_event)  # type: ignore[attr-defined]
+            return
+        with self._timeout(max(timeout, 0.0), TimeoutError):
+            wait(sock._read_event)  # type: ignore[attr-defined]
 
 
 class _ThreadTimer:
@@ -162,6 +175,10 @@ class ThreadRuntime:
 
     def raw_socket(self, sock: socket.socket) -> socket.socket | None:
         return None
+
+    def wait_readable(self, sock: socket.socket, timeout: float | None) -> None:
+        if not select.select([sock], [], [], timeout)[0]:
+            raise TimeoutError
 
 
 _gevent_runtime: GeventRuntime | None = None

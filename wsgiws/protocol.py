@@ -261,6 +261,38 @@ class Protocol:
     64-byte fragments of a maximal message).
     """
 
+    __slots__ = (
+        "_allowed_rsv",
+        "_buf",
+        "_decoder",
+        "_expect_mask",
+        "_frame_fin",
+        "_frame_key",
+        "_frame_left",
+        "_frame_offset",
+        "_is_client",
+        "_msg_compressed",
+        "_msg_frames",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_need",
+        "_out",
+        "_out_compressed",
+        "_out_fragmenting",
+        "_pending_pongs",
+        "_text_parts",
+        "close_received",
+        "close_sent",
+        "extension",
+        "failure",
+        "fragment_size",
+        "max_fragments",
+        "max_message_size",
+        "role",
+        "state",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -282,7 +314,7 @@ class Protocol:
         # Incoming: frames from the peer are masked iff we are the server.
         self._expect_mask = 0x80 if role is Role.SERVER else 0x00
         self._allowed_rsv = extension.rsv1 if extension is not None else 0
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""  # unparsed input (b"" while empty: no allocation)
         self._need = 2  # bytes the parser needs before it can make progress
         # The fragmented message being received: opcode 0 when none.
         # The data frame whose payload is arriving.
@@ -298,7 +330,7 @@ class Protocol:
         self._text_parts: list[str] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         # Outgoing.
-        self._out = bytearray()
+        self._out = b""  # pongs and a close reply owed to the peer
         self._pending_pongs: list[bytes] = []
         self._out_fragmenting = False
         self._out_compressed = False
@@ -320,7 +352,7 @@ class Protocol:
         buf: bytes | bytearray
         if self._buf:
             buf = self._buf
-            buf += data
+            buf += data  # a bytearray: extended in place
         else:
             # Parse straight from the caller's bytes; only a remainder gets copied.
             buf = data if isinstance(data, bytes) else bytes(data)
@@ -336,7 +368,7 @@ class Protocol:
         except _Fail as exc:
             failure = ProtocolFailure(exc.code, exc.reason)
             self.failure = failure
-            self._buf = bytearray()
+            self._buf = b""
             self._need = 2
             self._reset_message()
             events.append(failure)
@@ -346,8 +378,10 @@ class Protocol:
                 # Pongs still unsent when new pings come: answer the latest ping only.
                 del pongs[: stale if len(pongs) > stale else stale - 1]
         if buf is self._buf:
-            if pos:
-                del self._buf[:pos]
+            if pos == len(buf):
+                self._buf = b""
+            elif pos:
+                del buf[:pos]  # type: ignore[union-attr]
         elif pos < len(buf):
             self._buf = bytearray(buf[pos:])
         return events
@@ -723,8 +757,8 @@ class Protocol:
             self._take_pongs()
         if not self._out:
             return b""
-        out = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        self._out = b""
         return out
 
     @property

@@ -56,6 +56,43 @@ class WebSocket:
     ``abort(403)`` in Flask).
     """
 
+    # Slots keep an idle connection small; ``__dict__`` still takes any other attribute
+    # (an application's own, or one added here without a slot).
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_bytes_in",
+        "_closed",
+        "_closing_started",
+        "_corked",
+        "_corked_size",
+        "_handed_out",
+        "_incoming",
+        "_keepalive_timer",
+        "_opener",
+        "_pending_failure",
+        "_pong_waiters",
+        "_proto",
+        "_raw_sock",
+        "_read_lock",
+        "_read_waiters",
+        "_rt",
+        "_send_lock",
+        "_sock",
+        "close_code",
+        "close_reason",
+        "close_timeout",
+        "environ",
+        "extension",
+        "max_fragments",
+        "max_message_size",
+        "offered_subprotocols",
+        "ping_interval",
+        "ping_timeout",
+        "role",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         *,
@@ -95,7 +132,8 @@ class WebSocket:
         self._corked_size = 0
         self._proto: Protocol | None = None
         self._rt: Runtime | None = None
-        self._incoming: deque[str | bytes] = deque()
+        # Messages received, not yet handed out: () while there are none to save memory.
+        self._incoming: deque[str | bytes] | tuple[()] = ()
         self._closed = False
         self._closing_started = False
         self._bytes_in = 0
@@ -168,18 +206,20 @@ class WebSocket:
         """
         incoming = self._incoming
         if not incoming:
+            incoming = ()  # holds no reference to a deque while blocked in _read
             if self._proto is None:
                 self.accept()
             deadline = None if timeout is None else time.monotonic() + timeout
             if self._corked is not None:
                 self._flush_cork()  # replies must not wait for the peer's next message
-            while not incoming:
+            while not self._incoming:
                 if self._closed:
                     raise self._closed_exception()
                 if self._pending_failure is not None:
                     self._fail(self._pending_failure)
                     continue
                 self._read(deadline)
+            incoming = self._incoming
         self._handed_out += 1
         if self._handed_out >= _YIELD_EVERY:
             # A peer that keeps our buffer full never makes recv block; yield anyway.
@@ -214,16 +254,21 @@ class WebSocket:
             if self._incoming or self._closed or self._pending_failure is not None:
                 return
             assert self._rt is not None and self._sock is not None
+            raw = self._raw_sock
             try:
-                data = None
-                if self._raw_sock is not None:
-                    try:
-                        data = self._raw_sock.recv(_READ_SIZE)
-                    except BlockingIOError:
-                        self._handed_out = 0  # we wait: other connections get their turn
-                if data is None:
+                if raw is None:
                     timeout = None if deadline is None else deadline - time.monotonic()
                     data = self._rt.recv(self._sock, _READ_SIZE, timeout)
+                else:
+                    while True:
+                        try:
+                            data = raw.recv(_READ_SIZE)
+                            break
+                        except BlockingIOError:
+                            self._handed_out = 0  # we wait: other connections get their turn
+                            self._incoming = ()  # and may stay idle: drop the empty deque
+                            timeout = None if deadline is None else deadline - time.monotonic()
+                            self._rt.wait_readable(self._sock, timeout)
             except TimeoutError:
                 raise ReceiveTimeout from None
             except OSError as exc:
@@ -248,6 +293,8 @@ class WebSocket:
         for event in events:
             if type(event) is Message:
                 if not self._closing_started:
+                    if not self._incoming:
+                        self._incoming = deque()
                     self._incoming.append(event.data)
             elif type(event) is Pong:
                 self._pong_arrived(event.payload)
