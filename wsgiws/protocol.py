@@ -615,6 +615,14 @@ class Protocol:
         self._decoder = None
         self._frame_left = 0
 
+    @property
+    def payload_pending(self) -> int:
+        """Bytes of the current frame's payload not received yet (0 between frames).
+
+        Lets the caller read a large payload in few, large reads.
+        """
+        return self._frame_left
+
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""
         self.state = State.CLOSED

@@ -39,6 +39,7 @@ logger = logging.getLogger("wsgiws")
 Opener = Callable[["WebSocket"], "tuple[socket.socket, bytes]"]
 
 _READ_SIZE: Final = 65536
+_MAX_READ_SIZE: Final = 1 << 18  # one read of a large frame's payload takes at most this
 _YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
 #: Most bytes of frames held back to go out with the next write (see WebSocket._cork).
 _CORK_LIMIT: Final = 65536
@@ -255,14 +256,18 @@ class WebSocket:
                 return
             assert self._rt is not None and self._sock is not None
             raw = self._raw_sock
+            size = _READ_SIZE
+            pending = self._proto.payload_pending if self._proto is not None else 0
+            if pending > _READ_SIZE:
+                size = min(pending, _MAX_READ_SIZE)
             try:
                 if raw is None:
                     timeout = None if deadline is None else deadline - time.monotonic()
-                    data = self._rt.recv(self._sock, _READ_SIZE, timeout)
+                    data = self._rt.recv(self._sock, size, timeout)
                 else:
                     while True:
                         try:
-                            data = raw.recv(_READ_SIZE)
+                            data = raw.recv(size)
                             break
                         except BlockingIOError:
                             self._handed_out = 0  # we wait: other connections get their turn
