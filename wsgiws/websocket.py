@@ -578,6 +578,14 @@ class WebSocket:
         sock = self._sock
         if sock is None:
             return
+        if self._proto is not None and self._proto.close_received is not None:
+            # The peer sent its close frame, so it sends nothing more: no unread data can
+            # turn our close into a reset. End at once (no half-close, no drain).
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
