@@ -82,7 +82,8 @@ SERVERS = {
         False, lambda port, root: script_cmd("websockets_asyncio.py", port)),
 }
 DEFAULT_SERVERS = [
-    "bound", "wsgiws-gunicorn", "wsgiws-pywsgi", "gevent-websocket", "flask-sock", "websockets",
+    "bound", "wsgiws-gunicorn", "wsgiws-pywsgi", "floor-gunicorn", "gevent-websocket",
+    "flask-sock", "websockets",
 ]
 
 # ---------------------------------------------------------------- metrics
@@ -135,6 +136,23 @@ def build_loadgen() -> str:
     out = os.path.join(BUILD_DIR, "loadgen")
     subprocess.check_call([cc, "-O2", "-Wall", "-o", out, os.path.join(HERE, "loadgen.c")])
     return out
+
+
+def build_speedups(root: str, skip: bool) -> str:
+    """Build wsgiws's optional C accelerator in place in the served checkout.
+
+    Returns how the served wsgiws masks payloads: "C accelerator" or "pure Python (...)".
+    """
+    if not skip and os.path.exists(os.path.join(root, "setup.py")):
+        r = subprocess.run([PY, "setup.py", "-q", "build_ext", "--inplace"], cwd=root,
+                           capture_output=True, text=True)
+        if r.returncode:
+            log(f"building wsgiws/_speedups failed (pure Python is used):\n{r.stderr[-800:]}")
+    probe = ("import wsgiws.protocol as p; "
+             "print('C accelerator' if p.apply_mask is not p._apply_mask_python "
+             "else 'pure Python')")
+    r = subprocess.run([PY, "-c", probe], cwd=root, capture_output=True, text=True)
+    return r.stdout.strip() or f"unknown ({r.stderr.strip()[-200:]})"
 
 
 def free_port() -> int:
@@ -388,7 +406,8 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
              f"{platform.python_version()}; "
              + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". "
              f"Each server runs as 1 process/worker pinned to core {args.server_core}; the "
-             f"C epoll load generator is pinned to core {args.client_core}; 127.0.0.1 only.\n")
+             f"C epoll load generator is pinned to core {args.client_core}; 127.0.0.1 only. "
+             f"wsgiws masks payloads with: {data.get('wsgiws_masking', 'unknown')}.\n")
     L.append("## Ratio to the bound\n")
     L.append("The bound is `benchmarks/servers/bound.py`, a minimal echo on a bare gevent "
              "StreamServer. Each cell is the median over rounds of (server ÷ bound in the same "
@@ -560,6 +579,9 @@ def main() -> int:
     ap.add_argument("--client-core", default="1")
     ap.add_argument("--no-install", action="store_true",
                     help="do not pip install missing requirements")
+    ap.add_argument("--no-speedups", action="store_true",
+                    help="do not build wsgiws's C accelerator in the checkout (a built one is "
+                    "still used; set WSGIWS_NO_EXTENSIONS=1 to measure pure Python)")
     args = ap.parse_args()
 
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -596,6 +618,8 @@ def main() -> int:
     logdir = os.path.join(BUILD_DIR, "logs")
     os.makedirs(logdir, exist_ok=True)
     wsgiws_root = os.path.abspath(args.wsgiws)
+    masking = build_speedups(wsgiws_root, args.no_speedups)
+    log(f"wsgiws masking: {masking}")
     versions = {}
     for mod, dist in [("gevent", "gevent"), ("gunicorn", "gunicorn"), ("websockets", "websockets"),
                       ("gevent-websocket", "gevent-websocket"), ("flask-sock", "flask-sock"),
@@ -608,7 +632,7 @@ def main() -> int:
             pass
 
     data: dict = {"servers": names, "rounds": {s: [] for s in names}, "skipped": {},
-                  "config": cfg}
+                  "config": cfg, "wsgiws_masking": masking}
     for s in names:
         if SERVERS[s][1] and not os.path.exists(os.path.join(wsgiws_root, "examples", "echo.py")):
             data["skipped"][s] = f"no examples/echo.py in the wsgiws checkout {wsgiws_root}"
