@@ -49,7 +49,7 @@ def masked(opcode: int, payload: bytes) -> bytes:
     return header + key + _apply_mask_python(payload, key)
 
 
-@pytest.fixture(scope="module", params=SERVER_KINDS)
+@pytest.fixture(scope="module", params=[*SERVER_KINDS, "gunicorn-gthread"])  # + thread runtime
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     with serve(request.param, "tests.test_hotpath:app") as srv:
         yield srv
