@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bound import GUID, echo_frames  # noqa: E402
+from bound import GUID, echo_frames
 
 
 def app(environ, start_response):
