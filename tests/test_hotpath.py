@@ -151,3 +151,35 @@ def test_websocket_slots_still_take_application_attributes() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_many_frames_in_one_write_stay_under_the_iovec_limit() -> None:
+    """A message cut into thousands of frames is written in groups (sendmsg takes 1024 at most)."""
+    import gevent
+    import gevent.socket
+
+    a, b = gevent.socket.socketpair()
+    try:
+        ws = WebSocket(role=Role.SERVER, sock=a, ping_interval=None)
+        assert ws._raw_sock is not None  # the sendmsg path
+        assert ws._proto is not None
+        ws._proto.fragment_size = 16
+        payload = os.urandom(40_000)  # 2,500 frames: 5,000 buffers
+        reader = Protocol(Role.CLIENT, max_message_size=None)
+        events: list[object] = []
+
+        def read() -> None:
+            while not events:
+                data = b.recv(65536)
+                if not data:
+                    events.append("EOF")
+                    return
+                events.extend(reader.receive_data(data))
+
+        g = gevent.spawn(read)
+        ws.send(payload)
+        g.join(timeout=10)
+        assert events == [Message(payload)]
+    finally:
+        a.close()
+        b.close()

@@ -43,6 +43,8 @@ _MAX_READ_SIZE: Final = 1 << 18  # one read of a large frame's payload takes at 
 _YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
 #: Most bytes of frames held back to go out with the next write (see WebSocket._cork).
 _CORK_LIMIT: Final = 65536
+#: Buffers per sendmsg call (the system's limit, IOV_MAX, is 1024 on Linux).
+_MAX_PARTS: Final = 256
 
 
 class WebSocket:
@@ -489,23 +491,26 @@ class WebSocket:
         them; the send lock is held."""
         assert self._sock is not None
         if self._corked is not None:
-            parts = [*self._corked, *parts]
+            parts = [b"".join(self._corked), *parts]
             self._corked = None
             self._corked_size = 0
-        sent = 0
+        raw = self._raw_sock
         try:
-            if self._raw_sock is not None:
-                try:
-                    sent = self._raw_sock.sendmsg(parts)
-                except BlockingIOError:
-                    pass
-            for part in parts:
-                size = len(part)
-                if sent >= size:
-                    sent -= size
-                    continue
-                self._sock.sendall(memoryview(part)[sent:] if sent else part)
+            for start in range(0, len(parts), _MAX_PARTS):
+                group = parts[start : start + _MAX_PARTS]
                 sent = 0
+                if raw is not None:
+                    try:
+                        sent = raw.sendmsg(group)
+                    except BlockingIOError:
+                        pass
+                for part in group:
+                    size = len(part)
+                    if sent >= size:
+                        sent -= size
+                        continue
+                    self._sock.sendall(memoryview(part)[sent:] if sent else part)
+                    sent = 0
         except OSError as exc:
             self._connection_lost(f"socket error while sending: {exc}")
             raise self._closed_exception() from None
