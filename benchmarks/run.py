@@ -39,10 +39,27 @@ PY = sys.executable
 
 def gunicorn_cmd(worker: str, chdir: str, app: str, port: int) -> list[str]:
     return [
-        PY, "-m", "gunicorn", "-k", worker, "-w", "1",
-        "-b", f"127.0.0.1:{port}", "--chdir", chdir,
-        "--worker-connections", "20000", "--backlog", "2048",
-        "--timeout", "120", "--graceful-timeout", "2", "--log-level", "warning",
+        PY,
+        "-m",
+        "gunicorn",
+        "-k",
+        worker,
+        "-w",
+        "1",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        chdir,
+        "--worker-connections",
+        "20000",
+        "--backlog",
+        "2048",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "2",
+        "--log-level",
+        "warning",
         app,
     ]
 
@@ -55,30 +72,59 @@ def script_cmd(name: str, port: int, extra: list[str] | None = None) -> list[str
 SERVERS = {
     "bound": (
         "minimal hand-written echo, bare gevent StreamServer (servers/bound.py)",
-        False, lambda port, root: script_cmd("bound.py", port)),
+        False,
+        lambda port, root: script_cmd("bound.py", port),
+    ),
     "wsgiws-gunicorn": (
         "wsgiws examples.echo:app, gunicorn -k gevent, 1 worker",
-        True, lambda port, root: gunicorn_cmd("gevent", root, "examples.echo:app", port)),
+        True,
+        lambda port, root: gunicorn_cmd("gevent", root, "examples.echo:app", port),
+    ),
     "wsgiws-pywsgi": (
         "wsgiws examples.echo:app, gevent.pywsgi (servers/wsgiws_pywsgi.py)",
-        True, lambda port, root: script_cmd("wsgiws_pywsgi.py", port, ["--wsgiws", root])),
+        True,
+        lambda port, root: script_cmd("wsgiws_pywsgi.py", port, ["--wsgiws", root]),
+    ),
     "gevent-websocket": (
         "gevent-websocket WebSocketServer on gevent.pywsgi",
-        False, lambda port, root: script_cmd("gevent_websocket.py", port)),
+        False,
+        lambda port, root: script_cmd("gevent_websocket.py", port),
+    ),
     "gevent-websocket-gunicorn": (
         "gevent-websocket app, gunicorn GeventWebSocketWorker, 1 worker",
-        False, lambda port, root: gunicorn_cmd(
-            "geventwebsocket.gunicorn.workers.GeventWebSocketWorker", SERVERS_DIR,
-            "gevent_websocket:app", port)),
+        False,
+        lambda port, root: gunicorn_cmd(
+            "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+            SERVERS_DIR,
+            "gevent_websocket:app",
+            port,
+        ),
+    ),
+    "floor-gunicorn": (
+        "no library: a bare WSGI app doing the upgrade and the bound's frame loop in gunicorn -k "
+        "gevent (servers/floor_gunicorn.py): what gunicorn itself costs",
+        False,
+        lambda port, root: gunicorn_cmd("gevent", SERVERS_DIR, "floor_gunicorn:app", port),
+    ),
     "flask-sock": (
         "flask-sock (simple-websocket) on gevent.pywsgi",
-        False, lambda port, root: script_cmd("flasksock_echo.py", port)),
+        False,
+        lambda port, root: script_cmd("flasksock_echo.py", port),
+    ),
     "websockets": (
         "websockets asyncio server, default asyncio loop",
-        False, lambda port, root: script_cmd("websockets_asyncio.py", port)),
+        False,
+        lambda port, root: script_cmd("websockets_asyncio.py", port),
+    ),
 }
 DEFAULT_SERVERS = [
-    "bound", "wsgiws-gunicorn", "wsgiws-pywsgi", "gevent-websocket", "flask-sock", "websockets",
+    "bound",
+    "wsgiws-gunicorn",
+    "wsgiws-pywsgi",
+    "floor-gunicorn",
+    "gevent-websocket",
+    "flask-sock",
+    "websockets",
 ]
 
 # ---------------------------------------------------------------- metrics
@@ -111,16 +157,25 @@ def log(msg: str) -> None:
 
 
 def ensure_requirements(no_install: bool) -> None:
-    mods = ["gevent", "gunicorn", "flask", "flask_sock", "simple_websocket", "geventwebsocket",
-            "websockets", "matplotlib"]
+    mods = [
+        "gevent",
+        "gunicorn",
+        "flask",
+        "flask_sock",
+        "simple_websocket",
+        "geventwebsocket",
+        "websockets",
+        "matplotlib",
+    ]
     missing = [m for m in mods if importlib.util.find_spec(m) is None]
     if not missing:
         return
     if no_install:
         sys.exit(f"missing Python packages: {missing}; pip install -r benchmarks/requirements.txt")
     log(f"installing missing packages {missing} from benchmarks/requirements.txt")
-    subprocess.check_call([PY, "-m", "pip", "install", "-q", "-r",
-                           os.path.join(HERE, "requirements.txt")])
+    subprocess.check_call(
+        [PY, "-m", "pip", "install", "-q", "-r", os.path.join(HERE, "requirements.txt")]
+    )
 
 
 def build_loadgen() -> str:
@@ -131,6 +186,29 @@ def build_loadgen() -> str:
     out = os.path.join(BUILD_DIR, "loadgen")
     subprocess.check_call([cc, "-O2", "-Wall", "-o", out, os.path.join(HERE, "loadgen.c")])
     return out
+
+
+def build_speedups(root: str, skip: bool) -> str:
+    """Build wsgiws's optional C accelerator in place in the served checkout.
+
+    Returns how the served wsgiws masks payloads: "C accelerator" or "pure Python (...)".
+    """
+    if not skip and os.path.exists(os.path.join(root, "setup.py")):
+        r = subprocess.run(
+            [PY, "setup.py", "-q", "build_ext", "--inplace"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode:
+            log(f"building wsgiws/_speedups failed (pure Python is used):\n{r.stderr[-800:]}")
+    probe = (
+        "import wsgiws.protocol as p; "
+        "print('C accelerator' if p.apply_mask is not p._apply_mask_python "
+        "else 'pure Python')"
+    )
+    r = subprocess.run([PY, "-c", probe], cwd=root, capture_output=True, text=True)
+    return r.stdout.strip() or f"unknown ({r.stderr.strip()[-200:]})"
 
 
 def free_port() -> int:
@@ -189,8 +267,14 @@ class Server:
         logf.flush()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            ["taskset", "-c", self.core, *self.cmd], stdout=logf, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=HERE)
+            ["taskset", "-c", self.core, *self.cmd],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=HERE,
+        )
         logf.close()
         deadline = time.monotonic() + timeout
         last = "no answer"
@@ -198,8 +282,12 @@ class Server:
             if self.proc.poll() is not None:
                 return f"exited with code {self.proc.returncode}"
             try:
-                r = subprocess.run([loadgen, "probe", "--port", str(port), "--max-seconds", "3"],
-                                   capture_output=True, text=True, timeout=10)
+                r = subprocess.run(
+                    [loadgen, "probe", "--port", str(port), "--max-seconds", "3"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
                 res = json.loads(r.stdout or "{}")
                 if res.get("ok"):
                     time.sleep(0.2)
@@ -249,9 +337,24 @@ def run_idle(loadgen: str, core: str, port: int, n: int, server: Server) -> dict
     """Memory per idle connection: server RSS delta / open connections."""
     time.sleep(0.3)
     before = rss_kib(server.pids)
-    p = subprocess.Popen(["taskset", "-c", core, loadgen, "idle", "--port", str(port),
-                          "--conns", str(n), "--max-seconds", "60"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            core,
+            loadgen,
+            "idle",
+            "--port",
+            str(port),
+            "--conns",
+            str(n),
+            "--max-seconds",
+            "60",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = p.stdout.readline().split()
         opened = int(line[1]) if len(line) >= 2 and line[0] == "READY" else 0
@@ -284,15 +387,36 @@ def run_session(server: Server, port: int, loadgen: str, cfg: dict, core: str) -
     tmo = cfg["duration"] + cfg["warmup"] + 40
     out: dict[str, dict] = {}
     out["mem"] = run_idle(loadgen, core, port, cfg["idle"], server)
-    out["lat"] = run_loadgen(loadgen, core, ["latency", "--port", str(port), "--iterations",
-                                             str(cfg["lat_iters"]), "--max-seconds", "30"], 40)
+    out["lat"] = run_loadgen(
+        loadgen,
+        core,
+        [
+            "latency",
+            "--port",
+            str(port),
+            "--iterations",
+            str(cfg["lat_iters"]),
+            "--max-seconds",
+            "30",
+        ],
+        40,
+    )
     base = ["--port", str(port), "--duration", d, "--warmup", w, "--pids", pids]
-    out["small"] = run_loadgen(loadgen, core, ["throughput", *base, "--conns", "50",
-                                               "--depth", "4", "--size", "32"], tmo)
-    out["kib4"] = run_loadgen(loadgen, core, ["throughput", *base, "--conns", "10", "--depth",
-                                              "4", "--size", "4096", "--binary"], tmo)
-    out["mib1"] = run_loadgen(loadgen, core, ["throughput", *base, "--conns", "1", "--depth", "2",
-                                              "--size", str(1 << 20), "--binary"], tmo)
+    out["small"] = run_loadgen(
+        loadgen, core, ["throughput", *base, "--conns", "50", "--depth", "4", "--size", "32"], tmo
+    )
+    out["kib4"] = run_loadgen(
+        loadgen,
+        core,
+        ["throughput", *base, "--conns", "10", "--depth", "4", "--size", "4096", "--binary"],
+        tmo,
+    )
+    out["mib1"] = run_loadgen(
+        loadgen,
+        core,
+        ["throughput", *base, "--conns", "1", "--depth", "2", "--size", str(1 << 20), "--binary"],
+        tmo,
+    )
     out["hs"] = run_loadgen(loadgen, core, ["handshake", *base, "--conns", "20"], tmo)
     return out
 
@@ -375,24 +499,30 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
 
     L = []
     L.append("# wsgiws benchmarks\n")
-    L.append(f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` on "
-             f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} "
-             f"({'quick' if args.quick else 'full'} mode, {cfg['rounds']} round(s) interleaved "
-             f"across servers, {cfg['duration']} s per throughput scenario, run took "
-             f"{elapsed / 60:.1f} min).\n")
-    L.append(f"Machine: {os.cpu_count()} cores, Linux {platform.release()}, Python "
-             f"{platform.python_version()}; "
-             + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". "
-             f"Each server runs as 1 process/worker pinned to core {args.server_core}; the "
-             f"C epoll load generator is pinned to core {args.client_core}; 127.0.0.1 only.\n")
+    L.append(
+        f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` on "
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} "
+        f"({'quick' if args.quick else 'full'} mode, {cfg['rounds']} round(s) interleaved "
+        f"across servers, {cfg['duration']} s per throughput scenario, run took "
+        f"{elapsed / 60:.1f} min).\n"
+    )
+    L.append(
+        f"Machine: {os.cpu_count()} cores, Linux {platform.release()}, Python "
+        f"{platform.python_version()}; " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". "
+        f"Each server runs as 1 process/worker pinned to core {args.server_core}; the "
+        f"C epoll load generator is pinned to core {args.client_core}; 127.0.0.1 only. "
+        f"wsgiws masks payloads with: {data.get('wsgiws_masking', 'unknown')}.\n"
+    )
     L.append("## Ratio to the bound\n")
-    L.append("The bound is `benchmarks/servers/bound.py`, a minimal echo on a bare gevent "
-             "StreamServer. Each cell is the median over rounds of (server ÷ bound in the same "
-             "round), with the min–max across rounds in brackets. Higher is better except "
-             "memory. Latency is shown as a speed ratio (bound latency ÷ server latency). "
-             "Jain is the absolute index from the 32 B pipelined run. ✅/❌ compare the "
-             "median with the issue 3 targets (the targets are for wsgiws; the rivals get them "
-             "for comparison). `—` means the scenario failed or the server was skipped.\n")
+    L.append(
+        "The bound is `benchmarks/servers/bound.py`, a minimal echo on a bare gevent "
+        "StreamServer. Each cell is the median over rounds of (server ÷ bound in the same "
+        "round), with the min–max across rounds in brackets. Higher is better except "
+        "memory. Latency is shown as a speed ratio (bound latency ÷ server latency). "
+        "Jain is the absolute index from the 32 B pipelined run. ✅/❌ compare the "
+        "median with the issue 3 targets (the targets are for wsgiws; the rivals get them "
+        "for comparison). `—` means the scenario failed or the server was skipped.\n"
+    )
     hdr = ["server"] + [m[1] for m in METRICS]
     L.append("| " + " | ".join(hdr) + " |")
     L.append("|" + "---|" * len(hdr))
@@ -446,10 +576,12 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
         L.append("| " + " | ".join(row) + " |")
     L.append("")
     L.append("## Is the load generator the bottleneck?\n")
-    L.append("CPU use over each measurement window as a fraction of one core (median over "
-             "rounds): the load generator's own (getrusage) and the server's (all its processes, "
-             "from /proc). A server near 1.0 with the client well below 1.0 means the server is "
-             "the limit.\n")
+    L.append(
+        "CPU use over each measurement window as a fraction of one core (median over "
+        "rounds): the load generator's own (getrusage) and the server's (all its processes, "
+        "from /proc). A server near 1.0 with the client well below 1.0 means the server is "
+        "the limit.\n"
+    )
     scen = [("small", "32 B"), ("kib4", "4 KiB"), ("mib1", "1 MiB"), ("hs", "handshakes")]
     hdr = ["server"] + [f"{lab}: client / server" for _k, lab in scen]
     L.append("| " + " | ".join(hdr) + " |")
@@ -457,10 +589,20 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
     for s in servers:
         row = [f"`{s}`"]
         for k, _lab in scen:
-            c = med_range([sess["raw"][k].get("client_cpu") for sess in rounds[s]
-                           if sess["raw"][k].get("errors") == 0])
-            v = med_range([sess["raw"][k].get("server_cpu") for sess in rounds[s]
-                           if sess["raw"][k].get("errors") == 0])
+            c = med_range(
+                [
+                    sess["raw"][k].get("client_cpu")
+                    for sess in rounds[s]
+                    if sess["raw"][k].get("errors") == 0
+                ]
+            )
+            v = med_range(
+                [
+                    sess["raw"][k].get("server_cpu")
+                    for sess in rounds[s]
+                    if sess["raw"][k].get("errors") == 0
+                ]
+            )
             row.append(f"{c[0]:.2f} / {v[0]:.2f}" if c and v else "—")
         L.append("| " + " | ".join(row) + " |")
     L.append("")
@@ -473,24 +615,28 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
             for k, r in sess["raw"].items():
                 if r.get("errors", 0) and (k, r.get("first_error")) not in seen:
                     seen.add((k, r.get("first_error")))
-                    notes.append(f"- `{s}` failed `{k}` in round {sess['round'] + 1}: "
-                                 f"{r.get('errors')} error(s), first: {r.get('first_error')}")
+                    notes.append(
+                        f"- `{s}` failed `{k}` in round {sess['round'] + 1}: "
+                        f"{r.get('errors')} error(s), first: {r.get('first_error')}"
+                    )
     L.append("## Failures and skipped servers\n")
     L.extend(notes or ["None."])
     L.append("")
     L.append("## Scenarios\n")
-    L.append(f"- **latency**: one connection, 32 B text, one message in flight, "
-             f"{cfg['lat_iters']} round trips after 200 warm-up ones; p50 and p99.\n"
-             f"- **32 B**: 50 connections each keeping 4 text messages in flight; echoes/s. "
-             f"The Jain index is over the per-connection echo counts of this run.\n"
-             f"- **4 KiB**: 10 connections × 4 binary messages in flight; MB/s of echoed payload.\n"
-             f"- **1 MiB**: 1 connection × 2 binary messages in flight; MB/s of echoed payload.\n"
-             f"- **handshakes**: 20 parallel loops of connect, upgrade, one 32 B message, "
-             f"close handshake, then an abortive TCP close (no TIME_WAIT pile-up); per second.\n"
-             f"- **memory**: {cfg['idle']} idle connections (each upgraded and echoed once); "
-             f"server RSS after − before, divided by the connections, in KiB.\n"
-             f"- Each echo is checked byte for byte; a scenario with any error counts as failed.\n"
-             f"\nChart: `benchmarks.png`; raw numbers: `benchmarks.json`.\n")
+    L.append(
+        f"- **latency**: one connection, 32 B text, one message in flight, "
+        f"{cfg['lat_iters']} round trips after 200 warm-up ones; p50 and p99.\n"
+        f"- **32 B**: 50 connections each keeping 4 text messages in flight; echoes/s. "
+        f"The Jain index is over the per-connection echo counts of this run.\n"
+        f"- **4 KiB**: 10 connections × 4 binary messages in flight; MB/s of echoed payload.\n"
+        f"- **1 MiB**: 1 connection × 2 binary messages in flight; MB/s of echoed payload.\n"
+        f"- **handshakes**: 20 parallel loops of connect, upgrade, one 32 B message, "
+        f"close handshake, then an abortive TCP close (no TIME_WAIT pile-up); per second.\n"
+        f"- **memory**: {cfg['idle']} idle connections (each upgraded and echoed once); "
+        f"server RSS after − before, divided by the connections, in KiB.\n"
+        f"- Each echo is checked byte for byte; a scenario with any error counts as failed.\n"
+        f"\nChart: `benchmarks.png`; raw numbers: `benchmarks.json`.\n"
+    )
     return "\n".join(L), ratios
 
 
@@ -502,7 +648,7 @@ def plot(ratios: dict, path: str, title: str) -> None:
 
     servers = list(ratios)
     fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
-    for ax, (key, label, _u, _h, target) in zip(axes.flat, METRICS):
+    for ax, (key, label, _u, _h, target) in zip(axes.flat, METRICS, strict=False):
         meds, los, his, names = [], [], [], []
         for s in servers:
             mr = med_range(ratios[s][key])
@@ -515,8 +661,10 @@ def plot(ratios: dict, path: str, title: str) -> None:
                 meds.append(mr[0])
                 los.append(mr[0] - mr[1])
                 his.append(mr[2] - mr[0])
-        colors = ["#888888" if s == "bound" else "#1f77b4" if s.startswith("wsgiws") else
-                  "#ff7f0e" for s in servers]
+        colors = [
+            "#888888" if s == "bound" else "#1f77b4" if s.startswith("wsgiws") else "#ff7f0e"
+            for s in servers
+        ]
         y = range(len(servers))
         ax.barh(y, meds, xerr=[los, his], color=colors, capsize=3)
         ax.set_yticks(list(y))
@@ -528,8 +676,11 @@ def plot(ratios: dict, path: str, title: str) -> None:
             ax.axvline(1.0, color="black", lw=0.8)
         if target is not None:
             ax.axvline(target, color="green", ls="--", lw=1)
-        unit = "" if key in ABSOLUTE else (" (× bound, lower is better)" if key == "mem" else
-                                           " (× bound)")
+        unit = (
+            ""
+            if key in ABSOLUTE
+            else (" (× bound, lower is better)" if key == "mem" else " (× bound)")
+        )
         ax.set_title(label + unit, fontsize=9)
     fig.suptitle(title + " — green dashed line: issue 3 target", fontsize=11)
     fig.tight_layout()
@@ -543,19 +694,35 @@ def plot(ratios: dict, path: str, title: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 round, short scenarios")
-    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
-                    help=f"comma-separated, from: {', '.join(SERVERS)}")
-    ap.add_argument("--wsgiws", default=os.path.dirname(HERE),
-                    help="wsgiws checkout serving examples/echo.py (default: repo root)")
+    ap.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, from: {', '.join(SERVERS)}",
+    )
+    ap.add_argument(
+        "--wsgiws",
+        default=os.path.dirname(HERE),
+        help="wsgiws checkout serving examples/echo.py (default: repo root)",
+    )
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--duration", type=float, help="override seconds per throughput scenario")
     ap.add_argument("--idle-conns", type=int, help="override the idle connections count")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "docs"),
-                    help="output directory (default: docs/ of the repo)")
+    ap.add_argument(
+        "--out",
+        default=os.path.join(os.path.dirname(HERE), "docs"),
+        help="output directory (default: docs/ of the repo)",
+    )
     ap.add_argument("--server-core", default="0")
     ap.add_argument("--client-core", default="1")
-    ap.add_argument("--no-install", action="store_true",
-                    help="do not pip install missing requirements")
+    ap.add_argument(
+        "--no-install", action="store_true", help="do not pip install missing requirements"
+    )
+    ap.add_argument(
+        "--no-speedups",
+        action="store_true",
+        help="do not build wsgiws's C accelerator in the checkout (a built one is "
+        "still used; set WSGIWS_NO_EXTENSIONS=1 to measure pure Python)",
+    )
     args = ap.parse_args()
 
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -592,10 +759,17 @@ def main() -> int:
     logdir = os.path.join(BUILD_DIR, "logs")
     os.makedirs(logdir, exist_ok=True)
     wsgiws_root = os.path.abspath(args.wsgiws)
+    masking = build_speedups(wsgiws_root, args.no_speedups)
+    log(f"wsgiws masking: {masking}")
     versions = {}
-    for mod, dist in [("gevent", "gevent"), ("gunicorn", "gunicorn"), ("websockets", "websockets"),
-                      ("gevent-websocket", "gevent-websocket"), ("flask-sock", "flask-sock"),
-                      ("simple-websocket", "simple-websocket")]:
+    for mod, dist in [
+        ("gevent", "gevent"),
+        ("gunicorn", "gunicorn"),
+        ("websockets", "websockets"),
+        ("gevent-websocket", "gevent-websocket"),
+        ("flask-sock", "flask-sock"),
+        ("simple-websocket", "simple-websocket"),
+    ]:
         try:
             from importlib.metadata import version
 
@@ -603,8 +777,13 @@ def main() -> int:
         except Exception:
             pass
 
-    data: dict = {"servers": names, "rounds": {s: [] for s in names}, "skipped": {},
-                  "config": cfg}
+    data: dict = {
+        "servers": names,
+        "rounds": {s: [] for s in names},
+        "skipped": {},
+        "config": cfg,
+        "wsgiws_masking": masking,
+    }
     for s in names:
         if SERVERS[s][1] and not os.path.exists(os.path.join(wsgiws_root, "examples", "echo.py")):
             data["skipped"][s] = f"no examples/echo.py in the wsgiws checkout {wsgiws_root}"
@@ -613,21 +792,24 @@ def main() -> int:
     for rnd in range(cfg["rounds"]):
         # rotate the order each round so no server always runs first or last
         order = [s for s in names if s not in data["skipped"]]
-        order = order[rnd % len(order):] + order[: rnd % len(order)] if order else []
+        order = order[rnd % len(order) :] + order[: rnd % len(order)] if order else []
         for s in order:
             if s in data["skipped"]:
                 continue
             port = free_port()
-            srv = Server(s, SERVERS[s][2](port, wsgiws_root), (args.server_core, args.client_core),
-                         logdir)
+            srv = Server(
+                s, SERVERS[s][2](port, wsgiws_root), (args.server_core, args.client_core), logdir
+            )
             t0 = time.monotonic()
             reason = srv.start(port, loadgen)
             if reason:
                 srv.stop()
                 tail = srv.log_tail()
                 data["skipped"][s] = f"could not start ({reason}); see {srv.logpath}"
-                log(f"SKIP {s}: could not start: {reason}\n  last log lines:\n"
-                    + "".join("    " + line + "\n" for line in tail.splitlines()))
+                log(
+                    f"SKIP {s}: could not start: {reason}\n  last log lines:\n"
+                    + "".join("    " + line + "\n" for line in tail.splitlines())
+                )
                 continue
             try:
                 raw = run_session(srv, port, loadgen, cfg, args.client_core)
@@ -636,10 +818,11 @@ def main() -> int:
             m = extract(raw)
             data["rounds"][s].append({"round": rnd, "metrics": m, "raw": raw})
             errs = [f"{k}: {r.get('first_error')}" for k, r in raw.items() if r.get("errors")]
-            log(f"round {rnd + 1}/{cfg['rounds']} {s:<26} {time.monotonic() - t0:5.1f}s  "
-                + "  ".join(f"{k}={fmt(v)}" if v is not None else f"{k}=FAIL"
-                            for k, v in m.items())
-                + (f"\n    errors: {'; '.join(errs)}" if errs else ""))
+            log(
+                f"round {rnd + 1}/{cfg['rounds']} {s:<26} {time.monotonic() - t0:5.1f}s  "
+                + "  ".join(f"{k}={fmt(v)}" if v is not None else f"{k}=FAIL" for k, v in m.items())
+                + (f"\n    errors: {'; '.join(errs)}" if errs else "")
+            )
     elapsed = time.monotonic() - t_start
     if not data["rounds"].get("bound"):
         log("the bound did not run: no ratios can be computed")
@@ -650,10 +833,15 @@ def main() -> int:
         f.write(md)
     with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
         json.dump(data, f, indent=1)
-    plot(ratios, os.path.join(args.out, "benchmarks.png"),
-         f"wsgiws benchmarks ({'quick' if args.quick else 'full'}), ratio to the bound")
-    log(f"\nwrote {args.out}/benchmarks.md, benchmarks.png, benchmarks.json "
-        f"in {elapsed / 60:.1f} min\n")
+    plot(
+        ratios,
+        os.path.join(args.out, "benchmarks.png"),
+        f"wsgiws benchmarks ({'quick' if args.quick else 'full'}), ratio to the bound",
+    )
+    log(
+        f"\nwrote {args.out}/benchmarks.md, benchmarks.png, benchmarks.json "
+        f"in {elapsed / 60:.1f} min\n"
+    )
     log(md.split("## Absolute numbers")[0])
     return 0
 

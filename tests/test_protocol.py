@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from wsgiws import protocol
 from wsgiws.protocol import (
     Close,
     Event,
@@ -56,6 +57,13 @@ def close_payload(code: int, reason: str = "") -> bytes:
 
 
 FEEDS = ["whole", "bytewise", "halves"]
+
+
+@pytest.fixture(autouse=True, params=["mask-default", "mask-python"])
+def _mask_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs with the C accelerator (when built) and with the pure-Python path."""
+    if request.param == "mask-python":
+        monkeypatch.setattr(protocol, "apply_mask", _apply_mask_python)
 
 
 def feed(proto: Protocol, data: bytes, how: str) -> list[Event]:

@@ -38,6 +38,9 @@ class Runtime(Protocol):
     def lock(self) -> Lock: ...
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer: ...
     def spawn(self, func: Callable[[], None]) -> None: ...
+    def call_soon(self, func: Callable[[], None]) -> None:
+        """Run ``func`` soon (from the event loop or a thread); it must not block."""
+
     def cooperate(self) -> None:
         """Let other connections run (fairness under a flood)."""
 
@@ -45,6 +48,14 @@ class Runtime(Protocol):
         """Receive up to ``size`` bytes; raise ``TimeoutError`` after ``timeout`` seconds."""
 
     def sleep(self, seconds: float) -> None: ...
+
+    def raw_socket(self, sock: socket.socket) -> socket.socket | None:
+        """The non-blocking OS socket under ``sock``, for a first send or recv that must not
+        wait (it raises ``BlockingIOError`` instead); None when there is none to use."""
+
+    def wait_readable(self, sock: socket.socket, timeout: float | None) -> None:
+        """Wait until ``sock`` is readable (only for sockets with a raw_socket);
+        raise ``TimeoutError`` after ``timeout`` seconds."""
 
 
 class _GeventTimer:
@@ -73,10 +84,12 @@ class GeventRuntime:
     def __init__(self) -> None:
         import gevent
         import gevent.lock
+        import gevent.socket
 
         self._gevent = gevent
         self._semaphore = gevent.lock.Semaphore
         self._timeout = gevent.Timeout
+        self._plain_socket = gevent.socket.socket
 
     def lock(self) -> Lock:
         return self._semaphore()  # type: ignore[no-any-return]
@@ -86,6 +99,9 @@ class GeventRuntime:
 
     def spawn(self, func: Callable[[], None]) -> None:
         self._gevent.spawn(func)
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        self._gevent.get_hub().loop.run_callback(func)
 
     def cooperate(self) -> None:
         # sleep(0) only runs greenlets whose callbacks are queued: a flooding connection
@@ -102,6 +118,23 @@ class GeventRuntime:
 
     def sleep(self, seconds: float) -> None:
         self._gevent.sleep(seconds)
+
+    def raw_socket(self, sock: socket.socket) -> socket.socket | None:
+        # gevent's socket methods are Python code around the non-blocking socket they wrap
+        # (and sendall asks the kernel for SO_SNDBUF on every call): trying that socket
+        # first saves them whenever the call need not wait. Never for TLS (a subclass).
+        if type(sock) is self._plain_socket and hasattr(sock, "_read_event"):
+            return sock._sock  # type: ignore[attr-defined,no-any-return]
+        return None
+
+    def wait_readable(self, sock: socket.socket, timeout: float | None) -> None:
+        # The socket's own read watcher (what its recv waits on), not a new one per wait.
+        wait = sock._wait  # type: ignore[attr-defined]
+        if timeout is None:
+            wait(sock._read_event)  # type: ignore[attr-defined]
+            return
+        with self._timeout(max(timeout, 0.0), TimeoutError):
+            wait(sock._read_event)  # type: ignore[attr-defined]
 
 
 class _ThreadTimer:
@@ -198,6 +231,9 @@ class ThreadRuntime:
     def spawn(self, func: Callable[[], None]) -> None:
         threading.Thread(target=func, daemon=True).start()
 
+    def call_soon(self, func: Callable[[], None]) -> None:
+        self.spawn(func)
+
     def cooperate(self) -> None:
         time.sleep(0)
 
@@ -214,6 +250,13 @@ class ThreadRuntime:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def raw_socket(self, sock: socket.socket) -> socket.socket | None:
+        return None
+
+    def wait_readable(self, sock: socket.socket, timeout: float | None) -> None:
+        if not select.select([sock], [], [], timeout)[0]:
+            raise TimeoutError
 
 
 _gevent_runtime: GeventRuntime | None = None

@@ -182,7 +182,7 @@ class _Fail(Exception):
         self.reason = reason
 
 
-def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """XOR ``data`` with the 4-byte ``mask``, in C-speed big-integer arithmetic."""
     n = len(data)
     if n == 0:
@@ -191,8 +191,10 @@ def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> byt
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
+apply_mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
 try:  # An optional C accelerator; the pure-Python version stays the reference.
+    if os.environ.get("WSGIWS_NO_EXTENSIONS", "") not in ("", "0"):
+        raise ImportError("C extensions disabled by WSGIWS_NO_EXTENSIONS")
     from ._speedups import apply_mask  # type: ignore[import-not-found,no-redef,unused-ignore]
 except ImportError:  # pragma: no cover - depends on the build
     apply_mask = _apply_mask_python
@@ -204,6 +206,17 @@ _PACK_Q: Final = struct.Struct("!Q").pack
 _UNPACK_H: Final = struct.Struct("!H").unpack_from
 _UNPACK_Q: Final = struct.Struct("!Q").unpack_from
 _MAX_CONTROL_PAYLOAD: Final = 125
+#: Outgoing payloads up to this size are copied behind their header (one buffer).
+_JOIN_LIMIT: Final = 16384
+#: A buffer to write: ``bytes``, or a ``memoryview`` of a large payload.
+Buffer = bytes | memoryview
+#: Server frame headers of final text/binary frames (RSV1 or not) with 7-bit lengths.
+_SHORT_HEADERS: Final = {
+    rsv | opcode: tuple(bytes((0x80 | rsv | opcode, n)) for n in range(126))
+    for rsv in (0x00, 0x40)
+    for opcode in (0x1, 0x2)
+}
+_OPEN: Final = State.OPEN
 _DEFAULT_FRAGMENT_SIZE: Final = 1 << 20
 
 
@@ -248,6 +261,38 @@ class Protocol:
     64-byte fragments of a maximal message).
     """
 
+    __slots__ = (
+        "_allowed_rsv",
+        "_buf",
+        "_decoder",
+        "_expect_mask",
+        "_frame_fin",
+        "_frame_key",
+        "_frame_left",
+        "_frame_offset",
+        "_is_client",
+        "_msg_compressed",
+        "_msg_frames",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_need",
+        "_out",
+        "_out_compressed",
+        "_out_fragmenting",
+        "_pending_pongs",
+        "_text_parts",
+        "close_received",
+        "close_sent",
+        "extension",
+        "failure",
+        "fragment_size",
+        "max_fragments",
+        "max_message_size",
+        "role",
+        "state",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -269,7 +314,7 @@ class Protocol:
         # Incoming: frames from the peer are masked iff we are the server.
         self._expect_mask = 0x80 if role is Role.SERVER else 0x00
         self._allowed_rsv = extension.rsv1 if extension is not None else 0
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""  # unparsed input (b"" while empty: no allocation)
         self._need = 2  # bytes the parser needs before it can make progress
         # The fragmented message being received: opcode 0 when none.
         # The data frame whose payload is arriving.
@@ -285,7 +330,7 @@ class Protocol:
         self._text_parts: list[str] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         # Outgoing.
-        self._out = bytearray()
+        self._out = b""  # pongs and a close reply owed to the peer
         self._pending_pongs: list[bytes] = []
         self._out_fragmenting = False
         self._out_compressed = False
@@ -307,7 +352,7 @@ class Protocol:
         buf: bytes | bytearray
         if self._buf:
             buf = self._buf
-            buf += data
+            buf += data  # a bytearray: extended in place
         else:
             # Parse straight from the caller's bytes; only a remainder gets copied.
             buf = data if isinstance(data, bytes) else bytes(data)
@@ -323,7 +368,7 @@ class Protocol:
         except _Fail as exc:
             failure = ProtocolFailure(exc.code, exc.reason)
             self.failure = failure
-            self._buf = bytearray()
+            self._buf = b""
             self._need = 2
             self._reset_message()
             events.append(failure)
@@ -333,8 +378,10 @@ class Protocol:
                 # Pongs still unsent when new pings come: answer the latest ping only.
                 del pongs[: stale if len(pongs) > stale else stale - 1]
         if buf is self._buf:
-            if pos:
-                del self._buf[:pos]
+            if pos == len(buf):
+                self._buf = b""
+            elif pos:
+                del buf[:pos]  # type: ignore[union-attr]
         elif pos < len(buf):
             self._buf = bytearray(buf[pos:])
         return events
@@ -344,6 +391,7 @@ class Protocol:
         pos = 0
         end = len(buf)
         expect_mask = self._expect_mask
+        limit = self.max_message_size
         while pos < end:
             left = self._frame_left
             if left:
@@ -389,38 +437,28 @@ class Protocol:
                 (length,) = _UNPACK_Q(buf, pos + 2)
                 if length >> 63:
                     raise _Fail(CloseCode.PROTOCOL_ERROR, "frame length has the top bit set")
-            opcode = b0 & 0x0F
-            fin = b0 & 0x80
-            self._check_header(b0, opcode, fin, length)
+            # 0x81 / 0x82: a final text / binary frame without RSV bits, the usual frame.
+            whole = b0 == 0x81 or b0 == 0x82
+            if whole and not self._msg_opcode:
+                if limit is not None and length > limit:
+                    raise _Fail(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+            else:
+                self._check_header(b0, b0 & 0x0F, b0 & 0x80, length)
             if expect_mask:
                 header += 4
             start = pos + header
             if start > end:
                 self._need = header
                 return pos
-            if opcode >= 8:
-                # Control frames are small: wait for the whole frame.
-                if end - start < length:
-                    self._need = header + length
-                    return pos
-                pos = start + length
-                if expect_mask:
-                    payload = apply_mask(buf[start:pos], bytes(buf[start - 4 : start]))
-                else:
-                    payload = bytes(buf[start:pos])
-                self._control_frame(opcode, payload, events)
-                if self.close_received is not None:
-                    self._need = 2
-                    return end  # whatever follows the peer's close is ignored
-                continue
-            if opcode and fin and end - start >= length and not (b0 & 0x40 and self.extension):
+            stop = start + length
+            if whole and stop <= end:
                 # The common case: a whole message in one frame, all here.
-                pos = start + length
                 if expect_mask:
-                    payload = apply_mask(buf[start:pos], bytes(buf[start - 4 : start]))
+                    payload = apply_mask(buf[start:stop], buf[start - 4 : start])
                 else:
-                    payload = bytes(buf[start:pos])
-                if opcode == Opcode.TEXT:
+                    payload = bytes(buf[start:stop])
+                pos = stop
+                if b0 == 0x81:
                     try:
                         events.append(Message(payload.decode("utf-8")))
                     except UnicodeDecodeError:
@@ -429,6 +467,23 @@ class Protocol:
                         ) from None
                 else:
                     events.append(Message(payload))
+                continue
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            if opcode >= 8:
+                # Control frames are small: wait for the whole frame.
+                if stop > end:
+                    self._need = header + length
+                    return pos
+                pos = stop
+                if expect_mask:
+                    payload = apply_mask(buf[start:pos], buf[start - 4 : start])
+                else:
+                    payload = bytes(buf[start:pos])
+                self._control_frame(opcode, payload, events)
+                if self.close_received is not None:
+                    self._need = 2
+                    return end  # whatever follows the peer's close is ignored
                 continue
             pos = start
             self._start_frame(b0, opcode, fin, length)
@@ -560,22 +615,31 @@ class Protocol:
         self._decoder = None
         self._frame_left = 0
 
+    @property
+    def payload_pending(self) -> int:
+        """Bytes of the current frame's payload not received yet (0 between frames).
+
+        Lets the caller read a large payload in few, large reads.
+        """
+        return self._frame_left
+
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""
         self.state = State.CLOSED
 
     # --------------------------------------------------------------------- send
 
-    def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
-        n = len(payload)
-        b0 = (0x80 if fin else 0) | rsv | opcode
+    def _header(self, b0: int, n: int) -> bytes:
+        """A frame header: first byte ``b0``, payload length ``n``, mask bit for a client."""
         mask_bit = 0x80 if self._is_client else 0
         if n < 126:
-            header = bytes((b0, mask_bit | n))
-        elif n < 65536:
-            header = bytes((b0, mask_bit | 126)) + _PACK_H(n)
-        else:
-            header = bytes((b0, mask_bit | 127)) + _PACK_Q(n)
+            return bytes((b0, mask_bit | n))
+        if n < 65536:
+            return bytes((b0, mask_bit | 126)) + _PACK_H(n)
+        return bytes((b0, mask_bit | 127)) + _PACK_Q(n)
+
+    def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+        header = self._header((0x80 if fin else 0) | rsv | opcode, len(payload))
         if self._is_client:
             key = os.urandom(4)
             return header + key + apply_mask(payload, key)
@@ -587,34 +651,55 @@ class Protocol:
 
     def send_message(self, data: str | bytes | bytearray | memoryview) -> bytes:
         """Frame a whole message (text for ``str``, binary otherwise); return the bytes to write."""
-        if self.state is not State.OPEN or self._out_fragmenting:
+        return b"".join(self.send_message_parts(data))
+
+    def send_message_parts(self, data: str | bytes | bytearray | memoryview) -> list[Buffer]:
+        """Like :meth:`send_message`, but return the buffers to write, in order, unjoined.
+
+        A large payload is not copied behind its header: a caller with vectored
+        writes (``sendmsg``) saves a copy of the whole message.
+        """
+        if self.state is not _OPEN or self._out_fragmenting:
             self._check_can_send()
             raise RuntimeError("a streamed message is in progress")
         if isinstance(data, str):
-            opcode = Opcode.TEXT
-            payload = data.encode("utf-8")
+            opcode = 0x1
+            payload = data.encode()
         else:
-            opcode = Opcode.BINARY
-            payload = bytes(data)
+            opcode = 0x2
+            payload = data if type(data) is bytes else bytes(data)
+        n = len(payload)
+        rsv = 0
         ext = self.extension
-        if ext is not None and ext.should_compress(len(payload)):
-            return self._frame_message(opcode, ext.encode(payload), ext.rsv1)
-        return self._frame_message(opcode, payload, 0)
+        if ext is not None and ext.should_compress(n):
+            payload = ext.encode(payload)
+            n = len(payload)
+            rsv = ext.rsv1
+        if self._is_client or n > self.fragment_size:
+            if n > self.fragment_size:
+                return self._fragment_parts(opcode, payload, rsv)
+            return [self._frame(opcode, payload, True, rsv)]
+        if n < 126:
+            return [_SHORT_HEADERS[rsv | opcode][n] + payload]
+        header = self._header(0x80 | rsv | opcode, n)
+        if n <= _JOIN_LIMIT:
+            return [header + payload]
+        return [header, payload]
 
-    def _frame_message(self, opcode: int, payload: bytes, rsv: int) -> bytes:
+    def _fragment_parts(self, opcode: int, payload: bytes, rsv: int) -> list[Buffer]:
         size = self.fragment_size
-        if len(payload) <= size:
-            return self._frame(opcode, payload, True, rsv)
-        parts = [
-            self._frame(
-                opcode if i == 0 else 0,
-                payload[i : i + size],
-                i + size >= len(payload),
-                rsv if i == 0 else 0,
-            )
-            for i in range(0, len(payload), size)
-        ]
-        return b"".join(parts)
+        total = len(payload)
+        view = memoryview(payload)
+        parts: list[Buffer] = []
+        for i in range(0, total, size):
+            piece = view[i : i + size]
+            b0 = (0x80 if i + size >= total else 0) | (rsv | opcode if i == 0 else 0)
+            if self._is_client:
+                key = os.urandom(4)
+                parts.append(self._header(b0, len(piece)) + key + apply_mask(piece, key))
+            else:
+                parts += (self._header(b0, len(piece)), piece)
+        return parts
 
     def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> bytes:
         """Frame one piece of a streamed message; the first piece decides text or binary."""
@@ -680,8 +765,8 @@ class Protocol:
             self._take_pongs()
         if not self._out:
             return b""
-        out = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        self._out = b""
         return out
 
     @property

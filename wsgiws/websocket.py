@@ -20,6 +20,7 @@ from ._runtime import Lock, Runtime, Timer, runtime_for
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
 from .protocol import (
     OK_CLOSE_CODES,
+    Buffer,
     Close,
     CloseCode,
     Extension,
@@ -39,7 +40,12 @@ logger = logging.getLogger("wsgiws")
 Opener = Callable[["WebSocket"], "tuple[socket.socket, bytes]"]
 
 _READ_SIZE: Final = 65536
+_MAX_READ_SIZE: Final = 1 << 18  # one read of a large frame's payload takes at most this
 _YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
+#: Most bytes of frames held back to go out with the next write (see WebSocket._cork).
+_CORK_LIMIT: Final = 65536
+#: Buffers per sendmsg call (the system's limit, IOV_MAX, is 1024 on Linux).
+_MAX_PARTS: Final = 256
 
 
 class WebSocket:
@@ -53,6 +59,44 @@ class WebSocket:
     refuse the request with an HTTP response (``raise Reject(403)``, or
     ``abort(403)`` in Flask).
     """
+
+    # Slots keep an idle connection small; ``__dict__`` still takes any other attribute
+    # (an application's own, or one added here without a slot).
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_bytes_in",
+        "_close_callbacks",
+        "_closed",
+        "_closing_started",
+        "_corked",
+        "_corked_size",
+        "_handed_out",
+        "_incoming",
+        "_keepalive_timer",
+        "_opener",
+        "_pending_failure",
+        "_pong_waiters",
+        "_proto",
+        "_raw_sock",
+        "_read_lock",
+        "_read_waiters",
+        "_rt",
+        "_send_lock",
+        "_sock",
+        "close_code",
+        "close_reason",
+        "close_timeout",
+        "environ",
+        "extension",
+        "max_fragments",
+        "max_message_size",
+        "offered_subprotocols",
+        "ping_interval",
+        "ping_timeout",
+        "role",
+        "subprotocol",
+    )
 
     def __init__(
         self,
@@ -88,9 +132,13 @@ class WebSocket:
         self.close_reason: str = ""
         self._opener = opener
         self._sock: socket.socket | None = None
+        self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
+        self._corked: list[Buffer] | None = None  # frames not written yet (see _cork)
+        self._corked_size = 0
         self._proto: Protocol | None = None
         self._rt: Runtime | None = None
-        self._incoming: deque[str | bytes] = deque()
+        # Messages received, not yet handed out: () while there are none to save memory.
+        self._incoming: deque[str | bytes] | tuple[()] = ()
         self._closed = False
         self._closing_started = False
         self._bytes_in = 0
@@ -135,6 +183,7 @@ class WebSocket:
         self._read_lock = rt.lock()
         self._send_lock = rt.lock()
         self._sock = sock
+        self._raw_sock = rt.raw_socket(sock)
         self._proto = Protocol(
             self.role,
             max_message_size=self.max_message_size,
@@ -165,20 +214,27 @@ class WebSocket:
         """
         incoming = self._incoming
         if not incoming:
+            incoming = ()  # holds no reference to a deque while blocked in _read
             if self._proto is None:
                 self.accept()
             deadline = None if timeout is None else time.monotonic() + timeout
-            while not incoming:
+            if self._corked is not None:
+                self._flush_cork()  # replies must not wait for the peer's next message
+            while not self._incoming:
                 if self._closed:
                     raise self._closed_exception()
                 if self._pending_failure is not None:
                     self._fail(self._pending_failure)
                     continue
                 self._read(deadline)
+            incoming = self._incoming
         message = incoming.popleft()  # before yielding: another receiver may run meanwhile
         self._handed_out += 1
-        if self._handed_out % _YIELD_EVERY == 0:
+        if self._handed_out >= _YIELD_EVERY:
             # A peer that keeps our buffer full never makes recv block; yield anyway.
+            self._handed_out = 0
+            if self._corked is not None:
+                self._flush_cork()
             assert self._rt is not None
             self._rt.cooperate()
         return message
@@ -206,10 +262,26 @@ class WebSocket:
         try:
             if self._incoming or self._closed or self._pending_failure is not None:
                 return
-            timeout = None if deadline is None else deadline - time.monotonic()
             assert self._rt is not None and self._sock is not None
+            raw = self._raw_sock
+            size = _READ_SIZE
+            pending = self._proto.payload_pending if self._proto is not None else 0
+            if pending > _READ_SIZE:
+                size = min(pending, _MAX_READ_SIZE)
             try:
-                data = self._rt.recv(self._sock, _READ_SIZE, timeout)
+                if raw is None:
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    data = self._rt.recv(self._sock, size, timeout)
+                else:
+                    while True:
+                        try:
+                            data = raw.recv(size)
+                            break
+                        except BlockingIOError:
+                            self._handed_out = 0  # we wait: other connections get their turn
+                            self._incoming = ()  # and may stay idle: drop the empty deque
+                            timeout = None if deadline is None else deadline - time.monotonic()
+                            self._rt.wait_readable(self._sock, timeout)
             except TimeoutError:
                 raise ReceiveTimeout from None
             except OSError as exc:
@@ -234,6 +306,8 @@ class WebSocket:
         for event in events:
             if type(event) is Message:
                 if not self._closing_started:
+                    if not self._incoming:
+                        self._incoming = deque()
                     self._incoming.append(event.data)
             elif type(event) is Pong:
                 self._pong_arrived(event.payload)
@@ -313,10 +387,19 @@ class WebSocket:
             proto = self._ensure_open()
         with self._send_lock:
             try:
-                frame = proto.send_message(message)
+                parts = proto.send_message_parts(message)
             except RuntimeError:
                 raise self._closed_exception() from None
-            self._write(frame)
+            if len(parts) > 1:
+                self._write_parts(parts)
+            elif (
+                self._incoming
+                and self._raw_sock is not None
+                and self._corked_size + len(parts[0]) <= _CORK_LIMIT
+            ):
+                self._cork(parts[0])
+            else:
+                self._write(parts[0])
         if proto.owes_data:  # a reader left pongs for us while we held the lock
             self._flush_owed(wait=False)
 
@@ -374,11 +457,83 @@ class WebSocket:
             self._write(frame)
         return PongWaiter(self, flag)
 
-    def _write(self, data: bytes) -> None:
-        """Write all of ``data``; the send lock is held."""
-        assert self._sock is not None
+    def _cork(self, frame: Buffer) -> None:
+        """Hold ``frame`` back to go out with the next write; the send lock is held.
+
+        Only while the handler still has received messages to take (it is answering
+        a batch of pipelined messages): their replies then leave in one system call
+        instead of one each. The next write, the next read from the socket, a fairness
+        yield or, failing all those, a hub callback writes them.
+        """
+        if self._corked is None:
+            self._corked = [frame]
+            assert self._rt is not None
+            self._rt.call_soon(self._cork_deadline)
+        else:
+            self._corked.append(frame)
+        self._corked_size += len(frame)
+
+    def _cork_deadline(self) -> None:
+        # Runs in the event loop once this greenlet blocked or yielded: must not block here.
+        if self._corked is not None and self._rt is not None:
+            self._rt.spawn(self._flush_cork)
+
+    def _flush_cork(self) -> None:
         try:
+            with self._send_lock:
+                if self._corked is not None:
+                    self._write(b"")
+        except ConnectionClosed:
+            pass
+
+    def _write(self, data: Buffer) -> None:
+        """Write held-back frames, then all of ``data``; the send lock is held."""
+        assert self._sock is not None
+        if self._corked is not None:
+            self._corked.append(data)
+            data = b"".join(self._corked)
+            self._corked = None
+            self._corked_size = 0
+        try:
+            raw = self._raw_sock
+            if raw is not None:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]  # the rest waits for room in the send buffer
             self._sock.sendall(data)
+        except OSError as exc:
+            self._connection_lost(f"socket error while sending: {exc}")
+            raise self._closed_exception() from None
+
+    def _write_parts(self, parts: list[Buffer]) -> None:
+        """Write ``parts`` (a frame's header and payload, or several frames) without joining
+        them; the send lock is held."""
+        assert self._sock is not None
+        if self._corked is not None:
+            parts = [b"".join(self._corked), *parts]
+            self._corked = None
+            self._corked_size = 0
+        raw = self._raw_sock
+        try:
+            for start in range(0, len(parts), _MAX_PARTS):
+                group = parts[start : start + _MAX_PARTS]
+                sent = 0
+                if raw is not None:
+                    try:
+                        sent = raw.sendmsg(group)
+                    except BlockingIOError:
+                        pass
+                for part in group:
+                    size = len(part)
+                    if sent >= size:
+                        sent -= size
+                        continue
+                    self._sock.sendall(memoryview(part)[sent:] if sent else part)
+                    sent = 0
         except OSError as exc:
             self._connection_lost(f"socket error while sending: {exc}")
             raise self._closed_exception() from None
@@ -489,6 +644,14 @@ class WebSocket:
         if sock is None:
             return
         server = self.role is Role.SERVER
+        if server and self._proto is not None and self._proto.close_received is not None:
+            # The peer sent its close frame, so it sends nothing more: no unread data can
+            # turn our close into a reset. End at once (no half-close, no drain).
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         if server:
             try:
                 sock.shutdown(socket.SHUT_WR)

@@ -9,5 +9,7 @@ def parse_args(description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--wsgiws", default=None, help="path of the wsgiws checkout (wsgiws servers only)")
+    p.add_argument(
+        "--wsgiws", default=None, help="path of the wsgiws checkout (wsgiws servers only)"
+    )
     return p.parse_args()

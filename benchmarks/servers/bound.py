@@ -10,15 +10,14 @@ Unmasking uses int.from_bytes XOR, with no per-byte Python loop.
 
 import base64
 import hashlib
+import os
 import struct
 import sys
-import os
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gevent.server import StreamServer  # noqa: E402
-
-from _common import MAX_MESSAGE, parse_args  # noqa: E402
+from _common import MAX_MESSAGE, parse_args
+from gevent.server import StreamServer
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -65,11 +64,19 @@ def handshake(sock, rfile) -> bool:
 
 def handle(sock, address):
     rfile = sock.makefile("rb", buffering=65536)
+    try:
+        if handshake(sock, rfile):
+            echo_frames(sock, rfile)
+    finally:
+        rfile.close()
+        sock.close()
+
+
+def echo_frames(sock, rfile):
+    """Echo frames until close or EOF (also used by floor_gunicorn.py)."""
     read = rfile.read
     send = sock.sendall
     try:
-        if not handshake(sock, rfile):
-            return
         parts = []
         msg_op = 0
         while True:
@@ -109,9 +116,6 @@ def handle(sock, address):
                 send(frame_header(msg_op, len(data)) + data)
     except OSError:
         pass
-    finally:
-        rfile.close()
-        sock.close()
 
 
 def main():

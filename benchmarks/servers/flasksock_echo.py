@@ -9,10 +9,9 @@ import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import MAX_MESSAGE, parse_args  # noqa: E402
 from flask import Flask  # noqa: E402
 from flask_sock import Sock  # noqa: E402
-
-from _common import MAX_MESSAGE, parse_args  # noqa: E402
 
 app = Flask(__name__)
 # no keep-alive pings (the load generator never pings either); 16 MiB messages

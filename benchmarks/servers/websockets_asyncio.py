@@ -6,9 +6,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from websockets.asyncio.server import serve  # noqa: E402
-
-from _common import MAX_MESSAGE, parse_args  # noqa: E402
+from _common import MAX_MESSAGE, parse_args
+from websockets.asyncio.server import serve
 
 
 async def echo(ws):

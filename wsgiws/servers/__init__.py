@@ -41,8 +41,9 @@ from . import gunicorn, pywsgi, testing, werkzeug  # noqa: E402  (they use Hijac
 
 Finder = Callable[[Mapping[str, Any]], "Hijack | None"]
 
-#: Tried in order; the first that recognises the environ wins.
-FINDERS: list[Finder] = [testing.find, gunicorn.find, pywsgi.find, werkzeug.find]
+#: Tried in order; the first that recognises the environ wins (the most specific first:
+#: Werkzeug's input would also pass for pywsgi's, whose finder frees the reader).
+FINDERS: list[Finder] = [testing.find, gunicorn.find, werkzeug.find, pywsgi.find]
 
 
 def find_socket(environ: Mapping[str, Any]) -> Hijack:

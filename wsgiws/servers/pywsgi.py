@@ -28,4 +28,12 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         if not isinstance(reader, io.BufferedReader) or not is_socket(sock):
             return None
     conn = cast(socket.socket, sock)
-    return Hijack("gevent.pywsgi", conn, lambda: drain_reader(reader, conn))
+
+    def take_buffered() -> bytes:
+        data = drain_reader(reader, conn)
+        # Frees the reader's 8 KiB buffer for the WebSocket's lifetime (the socket stays
+        # open); pywsgi reads no further request from a closed reader.
+        reader.close()
+        return data
+
+    return Hijack("gevent.pywsgi", conn, take_buffered)
