@@ -8,6 +8,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from websockets.sync.client import connect
@@ -15,18 +17,19 @@ from websockets.sync.client import connect
 from tests.conftest import require_binary
 
 
-def page_text(url: str, element_id: str, until: str, timeout: float = 20.0) -> str:
-    """Open ``url`` and return the text of ``element_id`` once it contains ``until``.
+@contextmanager
+def chromium(url: str = "about:blank", timeout: float = 30.0) -> Iterator[int]:
+    """A headless Chromium showing ``url``; yields its DevTools port.
 
     Skips (fails in CI) when Chromium is not installed.
     """
-    chromium = require_binary("chromium")
+    binary = require_binary("chromium")
     profile = Path(tempfile.mkdtemp(prefix="wsgiws-chromium-"))
     process = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+        [binary, "--headless", "--no-sandbox", "--disable-gpu",
          "--disable-quic", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
+         "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+         "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", url],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -36,17 +39,29 @@ def page_text(url: str, element_id: str, until: str, timeout: float = 20.0) -> s
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("chromium did not start its DevTools endpoint")
             time.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
+        yield int(port_file.read_text().split()[0])
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def page_text(url: str, element_id: str, until: str, timeout: float = 20.0) -> str:
+    """Open ``url`` and return the text of ``element_id`` once it contains ``until``."""
+    with chromium(url) as port:
+        deadline = time.monotonic() + timeout
         text = ""
         while time.monotonic() < deadline:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
                 pages = [t for t in json.load(r) if t.get("type") == "page" and t["url"] == url]
             if pages:
                 with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as devtools:
+                    expression = f"(document.getElementById({element_id!r}) || {{}}).textContent"
                     for n in range(10_000):
-                        expression = (
-                            f"(document.getElementById({element_id!r}) || {{}}).textContent"
-                        )
                         devtools.send(
                             json.dumps(
                                 {
@@ -64,11 +79,3 @@ def page_text(url: str, element_id: str, until: str, timeout: float = 20.0) -> s
                         time.sleep(0.1)
             time.sleep(0.1)
         return text
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(profile, ignore_errors=True)

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests import redis_server
+from tests.browser import chromium
 from tests.conftest import require_binary
 from tests.servers import Server, serve
 
@@ -72,34 +69,8 @@ class Page:
 @pytest.fixture
 def browser() -> Iterator[int]:
     """A headless Chromium; yields its DevTools port."""
-    chromium = require_binary("chromium")
-    profile = tempfile.mkdtemp(prefix="wsgiws-chromium-")
-    process = subprocess.Popen(
-        [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-            "--remote-debugging-address=127.0.0.1", "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("chromium did not start its DevTools server")
-            time.sleep(0.05)
-        yield int(port_file.read_text().split()[0])
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as port:
+        yield port
 
 
 @pytest.fixture
