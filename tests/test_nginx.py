@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import require_binary
 from tests.servers import ROOT, Server, free_port, serve, wait_for_port
-from tests.wire import RawClient
+from tests.wire import RawClient, assert_bye_is_clean
 
 
 @dataclass
@@ -100,14 +100,8 @@ def test_echo_through_nginx(proxy: Proxy) -> None:
 
 def test_clean_close_through_nginx(proxy: Proxy) -> None:
     client = RawClient(proxy.port, path="/bye")
-    assert client.accepted_properly()
     assert client.headers.get("server", "").startswith("nginx")
-    client.send_frame(1, b"one")
-    assert client.read_frame() == (1, True, b"one")
-    assert client.read_close() == (4000, "done here")
-    client.send_frame(8, struct.pack("!H", 4000))
-    assert client.rest_until_eof() == b""
-    client.close()
+    assert_bye_is_clean(client)
 
 
 def test_origin_check_behind_nginx(proxy: Proxy) -> None:

@@ -13,7 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.servers import Server, serve
-from tests.wire import RawClient
+from tests.wire import RawClient, assert_bye_is_clean
 
 #: Every server that can hijack its socket; see docs/deploying.md.
 MATRIX = [
@@ -72,14 +72,7 @@ def test_client_close_then_nothing_but_fin(server: Server) -> None:
 
 
 def test_server_close_then_nothing_but_fin(server: Server) -> None:
-    client = RawClient(server.port, path="/bye")
-    assert client.accepted_properly()
-    client.send_frame(1, b"one")
-    assert client.read_frame() == (1, True, b"one")
-    assert client.read_close() == (4000, "done here")
-    client.send_frame(8, struct.pack("!H", 4000))
-    assert client.rest_until_eof() == b""
-    client.close()
+    assert_bye_is_clean(RawClient(server.port, path="/bye"))
 
 
 def test_tcp_closes_and_server_keeps_serving(server: Server) -> None:

@@ -138,3 +138,14 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def assert_bye_is_clean(client: RawClient) -> None:
+    """Against ``/bye`` (echo one message, then close 4000): the close frame, then only FIN."""
+    assert client.accepted_properly()
+    client.send_frame(1, b"one")
+    assert client.read_frame() == (1, True, b"one")
+    assert client.read_close() == (4000, "done here")
+    client.send_frame(8, struct.pack("!H", 4000))
+    assert client.rest_until_eof() == b""
+    client.close()
