@@ -123,3 +123,11 @@ def badstream(ws: WebSocket) -> None:
     except TypeError:
         sys.stderr.write(f"badstream: TypeError, close code {ws.close_code}\n")
         sys.stderr.flush()
+
+
+@app.route("/closer", close_timeout=0.5)
+def closer(ws: WebSocket) -> None:
+    ws.send("closing")
+    ws.close(1000, "bye")  # the peer below never answers: give up after close_timeout
+    sys.stderr.write(f"closer: close returned, code {ws.close_code}\n")
+    sys.stderr.flush()

@@ -157,3 +157,14 @@ def test_a_stream_that_fails_midway_ends_the_connection_with_1011(server: Server
     assert client.read_close()[0] == 1011
     assert client.rest_until_eof() == b""
     wait_for_log(server, "badstream: TypeError, close code 1011")
+
+
+def test_close_gives_up_after_close_timeout_on_a_silent_peer(server: Server) -> None:
+    client = RawClient(server.port, "/closer")
+    assert client.read_frame() == (1, True, b"closing")
+    started = time.monotonic()
+    assert client.read_close() == (1000, "bye")
+    # We never answer the close frame: the server still ends TCP, soon after close_timeout.
+    assert client.rest_until_eof(timeout=5) == b""
+    assert time.monotonic() - started < 3
+    wait_for_log(server, "closer: close returned, code 1000")
