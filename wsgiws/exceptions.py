@@ -12,6 +12,7 @@ __all__ = [
     "HijackError",
     "InvalidHandshake",
     "InvalidURI",
+    "PolicyViolation",
     "ReceiveTimeout",
     "Reject",
     "WebSocketError",
@@ -47,6 +48,19 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """Anything else: a protocol error, an abnormal end (1006), a keepalive timeout (1011)."""
+
+
+class PolicyViolation(WebSocketError):
+    """Raised by a :class:`~wsgiws.observer.ConnectionObserver` to close a connection.
+
+    The connection closes with ``code`` (1008 Policy Violation by default) and
+    ``reason``; the message that caused it is not delivered.
+    """
+
+    def __init__(self, reason: str = "", code: int = 1008) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
 
 
 class ReceiveTimeout(WebSocketError, TimeoutError):
