@@ -107,6 +107,11 @@ def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> 
         return [sys.executable, "-c", WERKZEUG_RUNNER, app, str(port), *args]
     if kind == "waitress":
         return [sys.executable, "-c", WAITRESS_RUNNER, app, str(port), *args]
+    if kind == "gunicorn-config":  # ``app`` is a gunicorn.conf.py naming the app and worker
+        return [
+            sys.executable, "-m", "gunicorn", "-c", app, "-b", f"127.0.0.1:{port}",
+            "--graceful-timeout", "5", *args,
+        ]  # fmt: skip
     if kind.startswith("gunicorn"):
         worker = kind.partition("-")[2] or "gevent"
         return [
@@ -118,16 +123,20 @@ def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> 
 
 @contextmanager
 def serve(
-    kind: str, app: str, args: Sequence[str] = (), env: dict[str, str] | None = None
+    kind: str,
+    app: str,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
-    """Run ``app`` under a real server process for the duration of the block."""
+    """Run ``app`` under a real server process, started in ``cwd``, for the block's duration."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix=f"wsgiws-{kind}-", suffix=".log")[1])
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             server_command(kind, app, port, args),
-            cwd=ROOT,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
