@@ -1,4 +1,4 @@
-"""uWSGI in gevent mode (``--gevent N`` with ``--http-socket`` or ``--http11-socket``).
+"""uWSGI in gevent mode (``--gevent N`` with ``--http-socket``).
 
 uWSGI puts no socket in the environ (it is told apart by ``uwsgi.version``),
 but its ``uwsgi`` module, importable inside the app, gives the client socket's
@@ -17,6 +17,9 @@ that, from its source (core/, proto/, plugins/gevent/, 2.0):
   client "MUST wait for a response from the server before sending any further
   data"); browsers and the usual clients wait.
 - Each open WebSocket holds one of the ``--gevent N`` async cores for its life.
+- Not ``--http11-socket``: with uWSGI 2.0.31 and gevent 26 its keep-alive path
+  fails in the gevent loop (``'io' object has no attribute 'stop'``), WebSocket
+  or not: a second request on a connection hangs, or the worker aborts in libev.
 - Reload (``SIGHUP``, ``--touch-reload``, the master FIFO's ``r``) sends each
   worker SIGHUP: it stops accepting and waits, one second at a time, for its
   requests to end, up to ``--worker-reload-mercy`` (60 s), then is killed.
