@@ -402,3 +402,24 @@ def test_gunicorn_sigterm_drains_every_socket_with_1001(gunicorn_db: Path) -> No
         assert server.process.returncode == 0, log
         assert "closing 10 WebSocket(s) with 1001" in log
         assert "Traceback" not in log and "graceful timeout" not in log
+
+
+def test_uwsgi_serves_the_django_project(gunicorn_db: Path) -> None:
+    from websockets.sync.client import connect
+
+    from tests.conftest import require_binary
+    from tests.servers import uwsgi_binary
+
+    if uwsgi_binary() is None:
+        require_binary("uwsgi")
+    env = {"WSGIWS_DJANGO_DB": str(gunicorn_db)}
+    with serve("uwsgi", "chatsite.wsgi:application", cwd=PROJECT, env=env) as server:
+        anonymous = RawClient(server.port, "/ws/echo/")
+        assert anonymous.status == 403
+        anonymous.close()
+        cookie = login_cookie(server, "uma")
+        with connect(server.url + "/ws/chat/u/", additional_headers={"Cookie": cookie}) as ws:
+            ws.send("hi")
+            assert ws.recv() == "uma@u #1: hi"
+        assert_bye_is_clean(RawClient(server.port, "/ws/bye/", headers={"Cookie": cookie}))
+        assert "Traceback" not in server.log()
