@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +45,12 @@ module, _, name = sys.argv[1].partition(":")
 app = getattr(importlib.import_module(module), name)
 waitress.serve(app, host="127.0.0.1", port=int(sys.argv[2]))
 """
+
+
+def uwsgi_binary() -> str | None:
+    """uWSGI's program: beside this Python (``pip install uwsgi``), else on PATH."""
+    beside = Path(sys.executable).with_name("uwsgi")
+    return str(beside) if beside.exists() else shutil.which("uwsgi")
 
 
 def free_port() -> int:
@@ -107,6 +114,19 @@ def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> 
         return [sys.executable, "-c", WERKZEUG_RUNNER, app, str(port), *args]
     if kind == "waitress":
         return [sys.executable, "-c", WAITRESS_RUNNER, app, str(port), *args]
+    if kind in ("uwsgi", "uwsgi-threads"):  # one worker; SIGTERM stops it (as in uWSGI 3.0)
+        mode = ["--gevent", "100"] if kind == "uwsgi" else ["--threads", "4"]
+        return [
+            uwsgi_binary() or "uwsgi", "--http-socket", f"127.0.0.1:{port}", *mode,
+            "--master", "--workers", "1", "--home", sys.prefix, "--module", app, "--need-app",
+            "--die-on-term", "--worker-reload-mercy", "7",
+            "--log-format", '"%(method) %(uri) %(proto)" %(status) %(size)', *args,
+        ]  # fmt: skip
+    if kind == "gunicorn-config":  # ``app`` is a gunicorn.conf.py naming the app and worker
+        return [
+            sys.executable, "-m", "gunicorn", "-c", app, "-b", f"127.0.0.1:{port}",
+            "--graceful-timeout", "5", *args,
+        ]  # fmt: skip
     if kind.startswith("gunicorn"):
         worker = kind.partition("-")[2] or "gevent"
         return [
@@ -118,16 +138,20 @@ def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> 
 
 @contextmanager
 def serve(
-    kind: str, app: str, args: Sequence[str] = (), env: dict[str, str] | None = None
+    kind: str,
+    app: str,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
-    """Run ``app`` under a real server process for the duration of the block."""
+    """Run ``app`` under a real server process, started in ``cwd``, for the block's duration."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix=f"wsgiws-{kind}-", suffix=".log")[1])
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             server_command(kind, app, port, args),
-            cwd=ROOT,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,

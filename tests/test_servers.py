@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.client import connect
 
-from tests.servers import Server, serve
+from tests.conftest import require_binary
+from tests.servers import Server, serve, uwsgi_binary
 from tests.wire import RawClient, assert_bye_is_clean
 
 #: Every server that can hijack its socket; see docs/deploying.md.
@@ -24,11 +25,14 @@ MATRIX = [
     "pywsgi",
     "pywsgi-monkey",
     "werkzeug",
+    "uwsgi",
 ]
 
 
 @pytest.fixture(scope="module", params=MATRIX)
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    if request.param == "uwsgi" and uwsgi_binary() is None:
+        require_binary("uwsgi")
     args = ["--threads", "4"] if request.param == "gunicorn-gthread" else []
     with serve(request.param, "tests.server_apps:app", args) as srv:
         yield srv
@@ -61,9 +65,13 @@ def test_subprotocol(server: Server) -> None:
 
 
 def test_client_close_then_nothing_but_fin(server: Server) -> None:
-    extra = RawClient.frame(1, b"early")  # right behind the handshake, in the server's buffer
-    client = RawClient(server.port, extra=extra)
+    # A frame right behind the handshake, in the server's buffer; uWSGI's parser keeps those
+    # bytes out of reach (wsgiws/servers/uwsgi.py, tests/test_uwsgi.py): send it after the 101.
+    early = server.kind != "uwsgi"
+    client = RawClient(server.port, extra=RawClient.frame(1, b"early") if early else b"")
     assert client.accepted_properly()
+    if not early:
+        client.send_frame(1, b"early")
     assert client.read_frame() == (1, True, b"early")
     client.send_frame(8, struct.pack("!H", 1000) + b"bye")
     assert client.read_close() == (1000, "")
@@ -158,11 +166,11 @@ def test_real_browser_echo_and_clean_close(kind: str) -> None:
 
 
 def test_uwsgi_environ_is_named_in_the_error() -> None:
-    """uWSGI (not installed here) is recognised by its environ keys, not SERVER_SOFTWARE."""
+    """An environ from uWSGI, outside its process (no ``uwsgi`` module), is named by its keys."""
     from wsgiws.exceptions import HijackError
     from wsgiws.servers import find_socket
 
-    with pytest.raises(HijackError, match=r"^uWSGI without its own WebSocket API does not give"):
+    with pytest.raises(HijackError, match=r"^uWSGI does not give"):
         find_socket({"uwsgi.version": b"2.0.28", "wsgi.input": object()})
     with pytest.raises(HijackError, match=r"^this WSGI server does not give"):
         find_socket({})

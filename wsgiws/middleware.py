@@ -99,6 +99,7 @@ def run_session(
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     options: WebSocketOptions | None = None,
+    websocket_class: type[WebSocket] = WebSocket,
 ) -> tuple[bool, Any]:
     """Run ``handler(ws, *args, **kwargs)`` for an upgrade request.
 
@@ -107,7 +108,9 @@ def run_session(
     accepting, for a framework to send as an HTTP response. Raises
     :class:`Reject` for a bad handshake or a refusing handler,
     :class:`HijackError` when the server cannot hand over its socket, and
-    whatever the handler raised before accepting.
+    whatever the handler raised before accepting. ``websocket_class`` lets a
+    framework adapter hand out a :class:`WebSocket` subclass (wsgiws.django's
+    releases database connections whenever the handler waits for a message).
     """
     if options is None:
         options = environ.get(ENVIRON_OPTIONS) or WebSocketOptions()
@@ -121,7 +124,7 @@ def run_session(
         ),
     )
     hijack = find_socket(environ)
-    ws = WebSocket(
+    ws = websocket_class(
         environ=environ,
         subprotocol=accept.subprotocol,
         offered_subprotocols=[

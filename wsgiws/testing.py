@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from http.cookies import BaseCookie
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -200,7 +201,8 @@ class _InProcessServer:
                 if not any(name.lower() == "content-length" for name, _ in headers):
                     headers.append(("Content-Length", str(len(data))))
                 self._send_head(status, headers)
-                self.sock.sendall(data)
+                if data:  # a client that read an empty response may be gone already
+                    self.sock.sendall(data)
         finally:
             close = getattr(result, "close", None)
             if close is not None:
@@ -232,8 +234,8 @@ class TestClient:
     ``app``: the WSGI app as you serve it (a Flask app, a Bottle app wrapped in
     :class:`~wsgiws.WebSocketMiddleware`, the middleware itself). ``base_url``
     gives the host and scheme the app sees. ``headers`` and ``cookies`` are sent
-    with every connection (``cookies`` may also be a Flask/Werkzeug test client,
-    whose cookie jar is then used: log in with it first to test session auth).
+    with every connection (``cookies`` may also be a Flask/Werkzeug or Django test
+    client, whose cookie jar is then used: log in with it first to test session auth).
     ``runtime``: ``"threads"`` runs the app in a thread, ``"gevent"`` in a
     greenlet (with gevent sockets); ``"auto"`` picks gevent when the socket
     module is monkey-patched or this thread runs a gevent hub.
@@ -271,6 +273,9 @@ class TestClient:
     def _cookie_header(self, source: CookieSource | None, path: str) -> str | None:
         if source is None:
             return None
+        jar = source if isinstance(source, BaseCookie) else getattr(source, "cookies", None)
+        if isinstance(jar, BaseCookie):  # http.cookies, as Django's test client keeps them
+            return "; ".join(f"{name}={morsel.value}" for name, morsel in jar.items()) or None
         if isinstance(source, Mapping):
             return "; ".join(f"{k}={v}" for k, v in source.items()) or None
         add = getattr(source, "_add_cookies_to_wsgi", None)  # Werkzeug >= 2.3 test client

@@ -37,13 +37,13 @@ class Hijack:
     take_buffered: Callable[[], bytes]
 
 
-from . import gunicorn, pywsgi, testing, werkzeug  # noqa: E402  (they use Hijack and is_socket)
+from . import gunicorn, pywsgi, testing, uwsgi, werkzeug  # noqa: E402  (they use Hijack and is_socket)
 
 Finder = Callable[[Mapping[str, Any]], "Hijack | None"]
 
 #: Tried in order; the first that recognises the environ wins (the most specific first:
 #: Werkzeug's input would also pass for pywsgi's, whose finder frees the reader).
-FINDERS: list[Finder] = [testing.find, gunicorn.find, werkzeug.find, pywsgi.find]
+FINDERS: list[Finder] = [testing.find, gunicorn.find, uwsgi.find, werkzeug.find, pywsgi.find]
 
 
 def find_socket(environ: Mapping[str, Any]) -> Hijack:
@@ -62,7 +62,7 @@ def server_name(environ: Mapping[str, Any]) -> str:
     """The server's name for error messages (here ``SERVER_SOFTWARE`` is only a label)."""
     software = str(environ.get("SERVER_SOFTWARE") or "")
     if "uwsgi.version" in environ or "uwsgi.node" in environ:
-        return "uWSGI" + (f" ({software})" if software else "") + " without its own WebSocket API"
+        return "uWSGI" + (f" ({software})" if software else "")  # outside uWSGI's process
     if software:
         return software
     if any(key.startswith("waitress.") for key in environ):
