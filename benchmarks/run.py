@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""One command for the wsgiws benchmarks (issue 3).
+"""One command for the wsgiws benchmarks: echo against the peers, then fan-out.
 
-    python benchmarks/run.py            # full run, ~5-8 minutes
-    python benchmarks/run.py --quick    # smoke run, ~1-2 minutes
+    python benchmarks/run.py            # full run, ~15-20 minutes on 2 cores
+    python benchmarks/run.py --quick    # smoke run, ~3 minutes
 
 Starts each echo server (1 worker/process, pinned to core 0), drives it with the
 compiled epoll load generator (pinned to core 1), interleaves rounds across
-servers, and writes docs/benchmarks.md, docs/benchmarks.png and
-docs/benchmarks.json.  Results are reported as ratios to "the bound", the
-minimal hand-written echo on a bare gevent StreamServer, measured in the same
-round, because this machine is shared and noisy.
+servers, then runs the fan-out scenarios (benchmarks/fanout.py), and writes
+docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.json.  Echo results
+are reported as ratios to "the bound", the minimal hand-written echo on a bare
+gevent StreamServer, measured in the same round, because this machine is shared
+and noisy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 
+import fanout
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS_DIR = os.path.join(HERE, "servers")
 BUILD_DIR = os.path.join(HERE, ".build")
@@ -37,7 +40,9 @@ PY = sys.executable
 # ---------------------------------------------------------------- servers
 
 
-def gunicorn_cmd(worker: str, chdir: str, app: str, port: int) -> list[str]:
+def gunicorn_cmd(
+    worker: str, chdir: str, app: str, port: int, workers: int = 1, path: str | None = None
+) -> list[str]:
     return [
         PY,
         "-m",
@@ -45,7 +50,8 @@ def gunicorn_cmd(worker: str, chdir: str, app: str, port: int) -> list[str]:
         "-k",
         worker,
         "-w",
-        "1",
+        str(workers),
+        *(["--pythonpath", path] if path else []),
         "-b",
         f"127.0.0.1:{port}",
         "--chdir",
@@ -116,6 +122,16 @@ SERVERS = {
         False,
         lambda port, root: script_cmd("websockets_asyncio.py", port),
     ),
+    "picows": (
+        "picows (Cython) on the default asyncio loop (servers/picows_echo.py)",
+        False,
+        lambda port, root: script_cmd("picows_echo.py", port),
+    ),
+    "node-ws": (
+        "Node ws (node/server.js)",
+        False,
+        lambda port, root: ["node", os.path.join(HERE, "node", "server.js"), "--port", str(port)],
+    ),
 }
 DEFAULT_SERVERS = [
     "bound",
@@ -125,6 +141,8 @@ DEFAULT_SERVERS = [
     "gevent-websocket",
     "flask-sock",
     "websockets",
+    "picows",
+    "node-ws",
 ]
 
 # ---------------------------------------------------------------- metrics
@@ -165,6 +183,8 @@ def ensure_requirements(no_install: bool) -> None:
         "simple_websocket",
         "geventwebsocket",
         "websockets",
+        "picows",
+        "redis",
         "matplotlib",
     ]
     missing = [m for m in mods if importlib.util.find_spec(m) is None]
@@ -253,8 +273,15 @@ def rss_kib(pids: list[int]) -> int:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], cores: tuple[str, str], logdir: str):
-        self.name, self.cmd = name, cmd
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        cores: tuple[str, str],
+        logdir: str,
+        env: dict[str, str] | None = None,
+    ):
+        self.name, self.cmd, self.extra_env = name, cmd, env or {}
         self.logpath = os.path.join(logdir, f"{name}.log")
         self.proc: subprocess.Popen | None = None
         self.pids: list[int] = []
@@ -265,7 +292,7 @@ class Server:
         logf = open(self.logpath, "ab")
         logf.write(f"\n=== {datetime.datetime.now()} {' '.join(self.cmd)}\n".encode())
         logf.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen(
             ["taskset", "-c", self.core, *self.cmd],
             stdout=logf,
@@ -520,8 +547,9 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
         "round), with the min–max across rounds in brackets. Higher is better except "
         "memory. Latency is shown as a speed ratio (bound latency ÷ server latency). "
         "Jain is the absolute index from the 32 B pipelined run. ✅/❌ compare the "
-        "median with the issue 3 targets (the targets are for wsgiws; the rivals get them "
-        "for comparison). `—` means the scenario failed or the server was skipped.\n"
+        "median with wsgiws's targets (the first row; the peers are marked against the "
+        "same targets for comparison). `—` means the scenario failed or the server was "
+        "skipped.\n"
     )
     hdr = ["server"] + [m[1] for m in METRICS]
     L.append("| " + " | ".join(hdr) + " |")
@@ -606,6 +634,8 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
             row.append(f"{c[0]:.2f} / {v[0]:.2f}" if c and v else "—")
         L.append("| " + " | ".join(row) + " |")
     L.append("")
+    if data.get("fanout"):
+        L.extend(fanout.report(data, data["fanout_config"]))
     notes = []
     for s, reason in data["skipped"].items():
         notes.append(f"- `{s}` skipped: {reason}")
@@ -682,13 +712,62 @@ def plot(ratios: dict, path: str, title: str) -> None:
             else (" (× bound, lower is better)" if key == "mem" else " (× bound)")
         )
         ax.set_title(label + unit, fontsize=9)
-    fig.suptitle(title + " — green dashed line: issue 3 target", fontsize=11)
+    fig.suptitle(title + " — green dashed line: wsgiws's target", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 # ---------------------------------------------------------------- main
+
+
+def run_fanout(
+    data: dict, defs: dict, fcfg: dict, loadgen: str, root: str, logdir: str, args
+) -> None:
+    """Every fan-out (server, subscribers) pair, each against a fresh server."""
+    for name in data["fanout_servers"]:
+        _desc, workers, build = defs[name]
+        for n in fcfg["subscribers"]:
+            redis = None
+            env = {}
+            if name.endswith("redis-4"):
+                try:
+                    redis = fanout.RedisServer(free_port(), args.server_core)
+                except RuntimeError as e:
+                    data["fanout_skipped"][name] = str(e)
+                    log(f"SKIP {name}: {e}")
+                    break
+                env["WSGIWS_REDIS_URL"] = redis.url
+            port = free_port()
+            cores = (args.server_core, args.client_core)
+            srv = Server(f"fanout-{name}", build(port, root), cores, logdir, env)
+            t0 = time.monotonic()
+            try:
+                reason = srv.start(port, loadgen)
+                if reason:
+                    data["fanout_skipped"][name] = f"could not start ({reason}); see {srv.logpath}"
+                    log(f"SKIP {name}: {reason}\n{srv.log_tail()}")
+                    break
+                pids = srv.pids + ([redis.proc.pid] if redis else [])
+                worker_pids = [p for p in srv.pids if p != srv.proc.pid] if workers > 1 else []
+                r = fanout.run_subscribe(
+                    loadgen, args.client_core, port, n, fcfg, pids, worker_pids, rss_kib
+                )
+            finally:
+                srv.stop()
+                if redis:
+                    redis.stop()
+            data["fanout"][f"{name}/{n}"] = r
+            if r.get("errors"):
+                log(f"fanout {name:<15} {n:>6} subscribers  FAILED: {r.get('first_error')}")
+            else:
+                log(
+                    f"fanout {name:<15} {n:>6} subscribers  {time.monotonic() - t0:5.1f}s  "
+                    f"gentle p50/p99 {r['gentle_p50_ms']:.1f}/{r['gentle_p99_ms']:.1f} ms  "
+                    f"burst {r['burst_per_s']:,.0f}/s  mem {fmt(r['mem_kib'] or 0)} KiB  "
+                    f"cpu {r['burst_client_cpu']:.2f}/{r['burst_server_cpu']:.2f}  "
+                    f"spread {r.get('spread')}"
+                )
 
 
 def main() -> int:
@@ -703,6 +782,18 @@ def main() -> int:
         "--wsgiws",
         default=os.path.dirname(HERE),
         help="wsgiws checkout serving examples/echo.py (default: repo root)",
+    )
+    ap.add_argument(
+        "--fanout-servers",
+        default=",".join(fanout.DEFAULT_FANOUT),
+        help="comma-separated fan-out servers (empty: no fan-out), from: "
+        + ", ".join(fanout.fanout_servers(gunicorn_cmd, PY)),
+    )
+    ap.add_argument(
+        "--subscribers", help="comma-separated subscriber counts for fan-out (e.g. 1000,5000)"
+    )
+    ap.add_argument(
+        "--only", choices=["echo", "fanout"], help="run only the echo or only the fan-out part"
     )
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--duration", type=float, help="override seconds per throughput scenario")
@@ -729,6 +820,21 @@ def main() -> int:
     unknown = [s for s in names if s not in SERVERS]
     if unknown:
         ap.error(f"unknown server(s) {unknown}; known: {list(SERVERS)}")
+    fan_defs = fanout.fanout_servers(gunicorn_cmd, PY)
+    fan_names = [s.strip() for s in args.fanout_servers.split(",") if s.strip()]
+    unknown = [s for s in fan_names if s not in fan_defs]
+    if unknown:
+        ap.error(f"unknown fan-out server(s) {unknown}; known: {list(fan_defs)}")
+    fcfg = fanout.fanout_config(args.quick)
+    if args.subscribers:
+        fcfg["subscribers"] = [int(n) for n in args.subscribers.split(",")]
+    if args.only == "fanout":
+        names = ["bound"]
+        cfg_rounds = 0
+    else:
+        cfg_rounds = None
+    if args.only == "echo":
+        fan_names = []
     if "bound" not in names:
         names.insert(0, "bound")
         log("adding 'bound': every ratio is relative to it")
@@ -739,10 +845,15 @@ def main() -> int:
         cfg["duration"] = args.duration
     if args.idle_conns:
         cfg["idle"] = args.idle_conns
+    if cfg_rounds is not None:
+        cfg["rounds"] = cfg_rounds
 
     ensure_requirements(args.no_install)
+    fanout.ensure_node(names + fan_names)
+    # every child inherits the limit: the load generator and the servers each hold one
+    # descriptor per connection (10,000 subscribers: 10,000 in each)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = cfg["idle"] * 2 + 1000
+    want = max(cfg["idle"], *fcfg["subscribers"]) * 2 + 1000
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, want)), hard))
     except (ValueError, OSError):
@@ -751,6 +862,10 @@ def main() -> int:
     if soft < cfg["idle"] + 200:
         cfg["idle"] = max(100, soft - 200)
         log(f"ulimit -n is {soft}: idle connections reduced to {cfg['idle']}")
+    too_many = [n for n in fcfg["subscribers"] if n + 200 > soft]
+    if too_many:
+        fcfg["subscribers"] = [n for n in fcfg["subscribers"] if n not in too_many]
+        log(f"ulimit -n is {soft} (hard limit {hard}): no fan-out run with {too_many} subscribers")
     try:
         os.sched_setaffinity(0, {int(args.client_core)})  # keep the harness off the server core
     except (OSError, ValueError):
@@ -769,6 +884,8 @@ def main() -> int:
         ("gevent-websocket", "gevent-websocket"),
         ("flask-sock", "flask-sock"),
         ("simple-websocket", "simple-websocket"),
+        ("picows", "picows"),
+        ("redis-py", "redis"),
     ]:
         try:
             from importlib.metadata import version
@@ -782,8 +899,17 @@ def main() -> int:
         "rounds": {s: [] for s in names},
         "skipped": {},
         "config": cfg,
+        "fanout_config": fcfg,
+        "fanout_servers": fan_names,
+        "fanout": {},
+        "fanout_skipped": {},
         "wsgiws_masking": masking,
     }
+    node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+    if node_version:
+        versions["node"] = node_version.strip().lstrip("v")
+        with open(os.path.join(HERE, "node", "node_modules", "ws", "package.json")) as f:
+            versions["ws"] = json.load(f)["version"]
     for s in names:
         if SERVERS[s][1] and not os.path.exists(os.path.join(wsgiws_root, "examples", "echo.py")):
             data["skipped"][s] = f"no examples/echo.py in the wsgiws checkout {wsgiws_root}"
@@ -823,8 +949,9 @@ def main() -> int:
                 + "  ".join(f"{k}={fmt(v)}" if v is not None else f"{k}=FAIL" for k, v in m.items())
                 + (f"\n    errors: {'; '.join(errs)}" if errs else "")
             )
+    run_fanout(data, fan_defs, fcfg, loadgen, wsgiws_root, logdir, args)
     elapsed = time.monotonic() - t_start
-    if not data["rounds"].get("bound"):
+    if not data["rounds"].get("bound") and args.only != "fanout":
         log("the bound did not run: no ratios can be computed")
         return 1
     os.makedirs(args.out, exist_ok=True)
