@@ -256,3 +256,46 @@ def report(data: dict, cfg: dict) -> list[str]:
         L.append(f"- `{name}` skipped: {reason}")
     L.append("")
     return L
+
+
+COLORS = {"wsgiws": "#1f77b4", "wsgiws-redis-4": "#9ecae1", "node-ws": "#ff7f0e"}
+COLORS["websockets"] = "#2ca02c"
+
+
+def plot(axes, data: dict) -> None:
+    """One chart row: deliveries/s, gentle p99 latency, memory per subscriber."""
+    res, cfg = data["fanout"], data["fanout_config"]
+    names = data["fanout_servers"]
+    counts = cfg["subscribers"]
+    panels = [
+        ("burst_per_s", "fan-out deliveries/s (burst), higher is better"),
+        ("gentle_p99_ms", "fan-out added latency p99, ms (gentle), lower is better"),
+        ("mem_kib", "memory per subscriber, KiB, lower is better"),
+    ]
+    width = 0.8 / max(1, len(names))
+    for ax, (key, title) in zip(axes, panels, strict=False):
+        for j, name in enumerate(names):
+            vals = []
+            for n in counts:
+                r = res.get(f"{name}/{n}", {})
+                vals.append(r.get(key) or 0 if r.get("errors") == 0 else 0)
+            color = COLORS.get(name, "#7f7f7f")
+            ax.bar(
+                [i + j * width for i in range(len(counts))], vals, width, label=name, color=color
+            )
+        ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(counts))])
+        ax.set_xticklabels([f"{n:,} subs" for n in counts], fontsize=8)
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    axes[-1].axis("off")
+    axes[-1].text(
+        0,
+        0.5,
+        "Fan-out targets for wsgiws (1 worker):\n"
+        "deliveries/s >= node ws at 1,000 and 5,000\n"
+        "p99 latency at 1,000 <= node ws's\n"
+        "10,000 subscribers held and served\n"
+        "(a missing bar: the run failed)",
+        fontsize=9,
+        va="center",
+    )
