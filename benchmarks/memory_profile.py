@@ -49,6 +49,9 @@ if os.environ.get("MEMORY_PROFILE_TARGET"):
     if os.environ["MEMORY_PROFILE_TARGET"] == "floor":
         sys.path.insert(0, os.path.join(HERE, "servers"))
         from floor_gunicorn import app as _target
+    elif os.environ["MEMORY_PROFILE_TARGET"] == "floor-detached":
+        sys.path.insert(0, os.path.join(HERE, "servers"))
+        from floor_gunicorn import detached as _target
     else:
         sys.path.insert(0, ROOT)
         from examples.echo import app as _target
@@ -217,7 +220,7 @@ def main() -> int:
     import run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", choices=["wsgiws", "floor"], default="wsgiws")
+    ap.add_argument("--target", choices=["wsgiws", "floor", "floor-detached"], default="wsgiws")
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--json", help="write the worker's report here too")
     args = ap.parse_args()

@@ -17,6 +17,8 @@ import os
 import socket
 import sys
 
+import gevent
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bound import echo_frames, switching_protocols
@@ -32,3 +34,23 @@ def app(environ, start_response):
     except OSError:
         pass
     return ALREADY_HANDLED
+
+
+def detached(environ, start_response):
+    """The floor, but the connection leaves gunicorn's request handling once it is ours:
+    the frame loop runs in a fresh greenlet on a duplicate of the socket, and
+    StopIteration makes gunicorn close its copy and drop its per-request objects (the
+    environ, Request, Response, parser) and its frames. An experiment for the memory
+    plan in docs/performance.md: gunicorn's worker_connections and graceful shutdown
+    no longer see such a connection."""
+    sock = environ["gunicorn.socket"]
+    sock.sendall(switching_protocols(environ["HTTP_SEC_WEBSOCKET_KEY"].encode("ascii")))
+    gevent.spawn(_serve_detached, sock.dup())
+    raise StopIteration
+
+
+def _serve_detached(sock):
+    try:
+        echo_frames(sock)
+    finally:
+        sock.close()
