@@ -592,7 +592,7 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
     )
     load = data.get("run", {}).get("loadavg")
     if load:
-        busy = max(load) > (os.cpu_count() or 2)
+        busy = max(load) > (os.cpu_count() or 2) + 0.5  # the run itself keeps ~2 busy
         L.append(
             f"Load average (1 min) at the start and the end of the run: {load[0]:.1f} / "
             f"{load[1]:.1f}"
