@@ -332,6 +332,21 @@ static int on_broadcast(conn *c, const unsigned char *data, uint64_t len) {
     return 0;
 }
 
+/* answer a ping with a masked pong carrying its payload (control frames: <= 125 bytes);
+   written at once: a pong the socket cannot take now counts as an error */
+static int send_pong(conn *c, const unsigned char *data, uint64_t len) {
+    unsigned char f[6 + 125];
+    if (len > 125) { fail(c, "ping payload longer than 125 bytes"); return -1; }
+    f[0] = 0x8A;
+    f[1] = 0x80 | (unsigned char)len;
+    memcpy(f + 2, mask_key, 4);
+    for (uint64_t i = 0; i < len; i++) f[6 + i] = data[i] ^ mask_key[i & 3];
+    if (c->pre_off < c->pre_len || c->data_pos) { fail(c, "ping while a frame is half written"); return -1; }
+    ssize_t w = send(c->fd, f, 6 + len, MSG_NOSIGNAL);
+    if (w != (ssize_t)(6 + len)) { fail(c, "could not write a pong"); return -1; }
+    return 0;
+}
+
 /* parse complete frames in c->in; returns -1 if the conn was closed */
 static int parse_frames(conn *c) {
     size_t off = 0;
@@ -366,8 +381,12 @@ static int parse_frames(conn *c) {
                 fail(c, m);
             }
             return -1;
-        } else if (op == 0x9 || op == 0xA) {
-            /* ping/pong: the servers are configured not to ping; ignore */
+        } else if (op == 0x9) {
+            /* RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
+               frame in response" (servers with keep-alive pings on close a silent peer) */
+            if (send_pong(c, data, len) < 0) return -1;
+        } else if (op == 0xA) {
+            /* an unsolicited pong: ignore */
         } else if (mode == M_SUBSCRIBE) {
             if (op != 1 || !fin) { fail(c, "broadcast is not one unfragmented text frame"); return -1; }
             if (on_broadcast(c, data, len) < 0) return -1;

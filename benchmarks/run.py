@@ -333,7 +333,9 @@ class Server:
                     self.pids = tree_pids(self.proc.pid)
                     return None
                 last = res.get("first_error", r.stderr.strip())
-                if "connect refused" not in last:
+                # not listening yet, or too slow to answer in 3 s (workers still booting on
+                # a busy machine): try again until the deadline
+                if "connect refused" not in last and "time limit" not in last:
                     return f"probe failed: {last}"
             except (subprocess.TimeoutExpired, json.JSONDecodeError) as e:
                 last = str(e)
@@ -590,6 +592,8 @@ def build_report(data: dict, cfg: dict, args, elapsed: float, versions: dict) ->
         f"C epoll load generator is pinned to core {args.client_core}; 127.0.0.1 only. "
         f"wsgiws masks payloads with: {data.get('wsgiws_masking', 'unknown')}.\n"
     )
+    if data.get("run", {}).get("note"):
+        L.append(data["run"]["note"] + "\n")
     load = data.get("run", {}).get("loadavg")
     if load:
         busy = max(load) > (os.cpu_count() or 2) + 0.5  # the run itself keeps ~2 busy

@@ -7,7 +7,8 @@ receives goes to the room with ``hub.send``. ``/echo`` echoes (the harness's pro
 
 The hub's queue limit is raised to 4,096 messages per member so that the benchmark
 measures speed, not the slow-consumer policy (the default, 256, would close a
-subscriber that falls more than a burst behind).
+subscriber that falls more than a burst behind). Keep-alive pings are off, as in the
+peers (Node ws does not ping by default; the websockets server is set not to).
 """
 
 import os
@@ -25,7 +26,7 @@ def not_found(environ, start_response):
     return [b"not found\n"]
 
 
-app = WebSocketMiddleware(not_found, max_message_size=16 << 20)
+app = WebSocketMiddleware(not_found, max_message_size=16 << 20, ping_interval=None)
 
 
 @app.route("/sub")
