@@ -57,11 +57,11 @@ def fanout_servers(
             lambda port, root: ["node", os.path.join(NODE_DIR, "server.js"), "--port", str(port)],
         ),
         "websockets": (
-            "websockets broadcast() on the default asyncio loop (servers/fanout_websockets.py)",
+            "websockets broadcast() on the default asyncio loop (servers/websockets_asyncio.py)",
             1,
             lambda port, root: [
                 py,
-                os.path.join(SERVERS_DIR, "fanout_websockets.py"),
+                os.path.join(SERVERS_DIR, "websockets_asyncio.py"),
                 "--port",
                 str(port),
             ],
