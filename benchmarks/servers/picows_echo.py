@@ -6,13 +6,12 @@ the same way. Pings are answered by picows itself (auto pong); a close frame is
 answered and the connection ended.
 """
 
-import asyncio
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import MAX_MESSAGE, parse_args
+from _common import MAX_MESSAGE, asyncio_main
 from picows import WSListener, WSMsgType, ws_create_server
 
 DATA = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION)
@@ -39,10 +38,5 @@ async def run(host, port):
         await server.serve_forever()
 
 
-def main():
-    args = parse_args(__doc__.splitlines()[0])
-    asyncio.run(run(args.host, args.port))
-
-
 if __name__ == "__main__":
-    main()
+    asyncio_main(__doc__.splitlines()[0], run)

@@ -4,13 +4,12 @@
 told ``ok``; ``/pub``: every message goes to them with ``broadcast()``.
 """
 
-import asyncio
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import MAX_MESSAGE, parse_args
+from _common import MAX_MESSAGE, asyncio_main
 from websockets.asyncio.server import broadcast, serve
 
 subscribers = set()
@@ -46,10 +45,5 @@ async def run(host, port):
         await server.serve_forever()
 
 
-def main():
-    args = parse_args(__doc__.splitlines()[0])
-    asyncio.run(run(args.host, args.port))
-
-
 if __name__ == "__main__":
-    main()
+    asyncio_main(__doc__.splitlines()[0], run)
