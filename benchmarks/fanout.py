@@ -301,10 +301,10 @@ def plot(axes, data: dict) -> None:
         0,
         0.5,
         "Fan-out targets for wsgiws (1 worker):\n"
-        "deliveries/s >= node ws at 1,000 and 5,000\n"
-        "p99 latency at 1,000 <= node ws's\n"
-        "10,000 subscribers held and served\n"
+        "- deliveries/s >= node ws\n  at 1,000 and 5,000\n"
+        "- p99 latency at 1,000 <= node ws's\n"
+        "- 10,000 subscribers held and served\n"
         "(a missing bar: the run failed)",
-        fontsize=9,
+        fontsize=8,
         va="center",
     )
