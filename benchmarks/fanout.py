@@ -1,224 +1,310 @@
-"""Fan-out through the hub: 1,000 subscribers in one room, one publisher.
+"""Fan-out scenarios of benchmarks/run.py: one publisher, N subscribers, one room.
 
-    python benchmarks/fanout.py                  # both setups
-    python benchmarks/fanout.py --subscribers 200 --setups local
+The subscribers and the publisher are the C load generator (``loadgen subscribe``) on
+the client core, so no Python client shares the server's core or limits the numbers.
+Every message carries its sequence number and the time it was written; the load
+generator reports the added latency of each delivery (publisher write -> subscriber
+read), deliveries per second, and per socket the count, gaps and duplicates.
 
-Setups (the app is tests/hub_app.py under gunicorn's gevent worker):
-
-- ``local``: one worker, in-process hub, every subscriber in that worker;
-- ``redis``: four workers sharing a redis-server (started here on a free port),
-  subscribers spread over them by the kernel's accept.
-
-The subscribers are raw WebSocket clients (gevent, a minimal frame parser) in
-this process; the publisher is one more WebSocket client that asks its worker
-to ``hub.send`` a message carrying the monotonic clock (one clock for all
-processes on Linux). Reported:
-
-- added latency p50/p99: publisher send -> subscriber parse, at a gentle rate
-  (every message reaches every subscriber before the next is sent);
-- fan-out throughput: messages delivered per second to subscribers while the
-  publisher sends a burst as fast as it can.
-
-Clients and servers share this machine's cores: the numbers are a floor.
+Per (server, subscribers): a fresh server; the subscribers connect and each waits for
+the server's ``ok`` (it is in the room); the server's RSS before and after gives the
+memory per subscriber; then 5 warm-up messages one at a time, the *gentle* phase
+(messages at a fixed rate, 20/s) and the *burst* (200 messages in one write).
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import json
 import os
-import statistics
-import struct
-import sys
+import shutil
+import subprocess
+import tempfile
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-from gevent import monkey
-
-monkey.patch_all()
-
-import gevent  # noqa: E402
-import gevent.pool  # noqa: E402
-from gevent import socket  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests import redis_server  # noqa: E402
-from tests.servers import serve  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVERS_DIR = os.path.join(HERE, "servers")
+NODE_DIR = os.path.join(HERE, "node")
 
 
-class Subscriber:
-    __slots__ = ("buf", "count", "latencies", "pid", "sock")
+def fanout_servers(
+    gunicorn_cmd: Callable[..., list[str]], py: str
+) -> dict[str, tuple[str, int, Callable[[int, str], list[str]]]]:
+    """name -> (description, workers, command builder(port, wsgiws_root))."""
 
-    def __init__(self, port: int, path: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("EOF in handshake")
-            buf += chunk
-        head, _, self.buf = buf.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise ConnectionError(head.decode(errors="replace"))
-        self.count = 0
-        self.latencies: list[int] = []
-        self.pid = json.loads(self.next_message())["pid"]
+    def wsgiws(workers: int) -> Callable[[int, str], list[str]]:
+        def cmd(port: int, root: str) -> list[str]:
+            return gunicorn_cmd(
+                "gevent", SERVERS_DIR, "fanout_wsgiws:app", port, workers=workers, path=root
+            )
 
-    def next_message(self) -> bytes:
-        while True:
-            buf = self.buf
-            if len(buf) >= 2:
-                n = buf[1] & 0x7F
-                pos = 2
-                if n == 126 and len(buf) >= 4:
-                    (n,) = struct.unpack_from("!H", buf, 2)
-                    pos = 4
-                elif n == 127 and len(buf) >= 10:
-                    (n,) = struct.unpack_from("!Q", buf, 2)
-                    pos = 10
-                if (n < 126 or pos > 2) and len(buf) >= pos + n:
-                    self.buf = buf[pos + n :]
-                    return buf[pos : pos + n]
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("EOF")
-            self.buf += chunk
+        return cmd
 
-    def run(self) -> None:
-        try:
-            while True:
-                message = self.next_message()
-                now = time.monotonic_ns()
-                sent = int(message.split(b":", 1)[1])
-                if sent:
-                    self.latencies.append(now - sent)
-                self.count += 1
-        except (ConnectionError, OSError):
-            pass
-
-
-def connect_all(port: int, n: int, workers: int) -> list[Subscriber]:
-    """``n`` subscribers, an even share on each worker (reconnecting when one has enough)."""
-    quota = -(-n // workers)
-    per_pid: dict[int, int] = {}
-
-    def one(_: int) -> Subscriber:
-        for _attempt in range(200):
-            sub = Subscriber(port, "/ws?rooms=bench")
-            if per_pid.get(sub.pid, 0) < quota:
-                per_pid[sub.pid] = per_pid.get(sub.pid, 0) + 1
-                return sub
-            sub.sock.close()
-        raise RuntimeError("could not spread the subscribers over the workers")
-
-    return list(gevent.pool.Pool(50).map(one, range(n)))
-
-
-def run_setup(name: str, workers: int, subscribers: int, burst: int, env: dict[str, str]) -> dict:
-    env = {**env, "HUB_MAX_QUEUE": "100000"}
-    with serve("gunicorn-gevent", "tests.hub_app:app", ["-w", str(workers)], env=env) as server:
-        subs = connect_all(server.port, subscribers, workers)
-        spread: dict[int, int] = {}
-        for s in subs:
-            spread[s.pid] = spread.get(s.pid, 0) + 1
-        readers = [gevent.spawn(s.run) for s in subs]
-        publisher = Subscriber(server.port, "/ws")
-
-        def publish(tag: int, stamped: bool) -> None:
-            stamp = time.monotonic_ns() if stamped else 0
-            text = f"{tag}:{stamp}"
-            command = json.dumps({"op": "send", "room": "bench", "text": text}).encode()
-            mask = os.urandom(4)
-            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(command))
-            header = struct.pack("!BB", 0x81, 0x80 | 126) + struct.pack("!H", len(command))
-            if len(command) < 126:
-                header = struct.pack("!BB", 0x81, 0x80 | len(command))
-            publisher.sock.sendall(header + mask + masked)
-
-        def wait_all(total: int, timeout: float = 60.0) -> None:
-            deadline = time.monotonic() + timeout
-            while sum(s.count for s in subs) < total and time.monotonic() < deadline:
-                gevent.sleep(0.002)
-
-        # Warm up (Redis subscriptions, code paths).
-        expected = 0
-        for i in range(5):
-            publish(i, False)
-            expected += subscribers
-            wait_all(expected)
-        # Latency: one message at a time.
-        for s in subs:
-            s.latencies.clear()
-        for i in range(60):
-            publish(i, True)
-            expected += subscribers
-            wait_all(expected)
-        latencies = sorted(x for s in subs for x in s.latencies)
-        # Throughput: a burst.
-        started = time.monotonic()
-        for i in range(burst):
-            publish(i, False)
-            if i % 20 == 0:
-                gevent.sleep(0)
-        expected += burst * subscribers
-        wait_all(expected)
-        elapsed = time.monotonic() - started
-        delivered = sum(s.count for s in subs)
-        for g in readers:
-            g.kill()
-        for s in [*subs, publisher]:
-            s.sock.close()
     return {
-        "setup": name,
-        "workers": workers,
-        "subscribers": subscribers,
-        "spread": sorted(spread.values()),
-        "latency_p50_ms": latencies[len(latencies) // 2] / 1e6,
-        "latency_p99_ms": latencies[int(len(latencies) * 0.99)] / 1e6,
-        "latency_mean_ms": statistics.fmean(latencies) / 1e6,
-        "burst": burst,
-        "burst_seconds": elapsed,
-        "deliveries_per_second": burst * subscribers / elapsed,
-        "complete": delivered == expected,
+        "wsgiws": (
+            "wsgiws Hub, in-process, gunicorn -k gevent, 1 worker (servers/fanout_wsgiws.py)",
+            1,
+            wsgiws(1),
+        ),
+        "wsgiws-redis-4": (
+            "wsgiws Hub over Redis, gunicorn -k gevent, 4 workers + redis-server, all on the "
+            "server core",
+            4,
+            wsgiws(4),
+        ),
+        "node-ws": (
+            "Node ws, a broadcast loop over a Set of sockets (node/server.js)",
+            1,
+            lambda port, root: ["node", os.path.join(NODE_DIR, "server.js"), "--port", str(port)],
+        ),
+        "websockets": (
+            "websockets broadcast() on the default asyncio loop (servers/websockets_asyncio.py)",
+            1,
+            lambda port, root: [
+                py,
+                os.path.join(SERVERS_DIR, "websockets_asyncio.py"),
+                "--port",
+                str(port),
+            ],
+        ),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--burst", type=int, default=200)
-    parser.add_argument("--setups", default="local,redis")
-    args = parser.parse_args()
-    results = []
-    for setup in args.setups.split(","):
-        if setup == "local":
-            results.append(run_setup("in-process", 1, args.subscribers, args.burst, {}))
-        elif setup == "redis":
-            with redis_server.redis_server() as redis:
-                env = {"WSGIWS_REDIS_URL": redis.url}
-                results.append(run_setup("redis", 4, args.subscribers, args.burst, env))
-        print(json.dumps(results[-1]), flush=True)
-    print()
-    print("| setup | workers | subscribers (per worker) | p50 ms | p99 ms | deliveries/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        print(
-            f"| {r['setup']} | {r['workers']} | {r['subscribers']} {r['spread']} | "
-            f"{r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | "
-            f"{r['deliveries_per_second']:,.0f} |"
+DEFAULT_FANOUT = ["wsgiws", "node-ws", "websockets", "wsgiws-redis-4"]
+
+
+def fanout_config(quick: bool) -> dict:
+    if quick:
+        return dict(subscribers=[500, 2000], gentle=20, rate=20.0, burst=50, warm=3)
+    return dict(subscribers=[1000, 5000, 10000], gentle=60, rate=20.0, burst=200, warm=5)
+
+
+class RedisServer:
+    """A throw-away redis-server on 127.0.0.1, pinned to the server core."""
+
+    def __init__(self, port: int, core: str) -> None:
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix="wsgiws-bench-redis-")
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        cmd = ["taskset", "-c", core, binary, "--port", str(port), "--bind", "127.0.0.1"]
+        cmd += ["--save", "", "--appendonly", "no", "--dir", self.dir]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    main()
+def socket_count(pid: int) -> int:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    n = 0
+    for fd in fds:
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def run_subscribe(
+    loadgen: str,
+    core: str,
+    port: int,
+    n: int,
+    cfg: dict,
+    pids: list[int],
+    workers: list[int],
+    rss_kib: Callable[[list[int]], int],
+) -> dict:
+    """One fan-out scenario against a running server; returns the load generator's JSON
+    plus the memory per subscriber and the subscribers per worker."""
+    import json
+
+    time.sleep(0.3)
+    before = rss_kib(pids)
+    sockets_before = {w: socket_count(w) for w in workers}
+    drain = 30 + n * cfg["burst"] / 20000  # time-out only: a slow server must still finish
+    cmd = ["taskset", "-c", core, loadgen, "subscribe", "--port", str(port)]
+    cmd += ["--conns", str(n), "--size", "64", "--warm", str(cfg["warm"])]
+    cmd += ["--gentle", str(cfg["gentle"]), "--rate", str(cfg["rate"])]
+    cmd += ["--burst", str(cfg["burst"]), "--drain", f"{drain:.0f}"]
+    cmd += ["--pids", ",".join(map(str, pids)), "--max-seconds", "120"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        line = p.stdout.readline().split()
+        joined = int(line[1]) if len(line) >= 2 and line[0] == "READY" else 0
+        time.sleep(1.0)  # let the server settle before reading its memory
+        after = rss_kib(pids)
+        spread = sorted(socket_count(w) - sockets_before[w] for w in workers)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        out, _ = p.communicate(timeout=120 + 3 * drain)
+    except (subprocess.TimeoutExpired, ValueError, OSError) as e:
+        p.kill()
+        p.wait()
+        return {"errors": 1, "first_error": f"subscribe run failed: {e}"}
+    try:
+        res = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"errors": 1, "first_error": "no result from the load generator"}
+    res["mem_kib"] = (after - before) / joined if joined else None
+    res["rss_before_kib"], res["rss_after_kib"] = before, after
+    res["spread"] = spread
+    return res
+
+
+def ensure_node(names: list[str]) -> None:
+    """Install the Node peer's ``ws`` (benchmarks/node/node_modules) or say why not."""
+    if not any(s.startswith("node") for s in names):
+        return
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        raise SystemExit(
+            "the Node peers (node-ws) need node and npm on PATH: install Node.js 18+ "
+            "(apt-get install nodejs npm), or leave them out with --servers / "
+            "--fanout-servers"
+        )
+    if not os.path.exists(os.path.join(NODE_DIR, "node_modules", "ws", "package.json")):
+        print("installing the Node peer's ws into benchmarks/node/ (npm ci)", flush=True)
+        subprocess.check_call([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR)
+
+
+def report(data: dict, cfg: dict) -> list[str]:
+    """The fan-out section of docs/benchmarks.md."""
+    res = data.get("fanout", {})
+    L = ["## Fan-out: one publisher, one room\n"]
+    L.append(
+        f"64-byte text messages from one publisher socket to every subscriber in one room; "
+        f"the subscribers and the publisher are the C load generator on the client core. "
+        f"**Added latency** is from the publisher's write to the subscriber's read, over "
+        f"every delivery of the gentle phase ({cfg['gentle']} messages at "
+        f"{cfg['rate']:.0f}/s). **Deliveries/s** is subscribers × {cfg['burst']} ÷ the time "
+        f"from writing a burst of {cfg['burst']} messages (one write) to the last delivery. "
+        f"**Memory** is the server's RSS growth ÷ subscribers, with every subscriber "
+        f"connected and in the room. Every delivery is checked: each socket must get every "
+        f"message once, in order (gaps and duplicates are counted). CPU is a fraction of "
+        f"one core during the burst (client / server; the server figure sums all its "
+        f"processes, Redis included). One run per cell.\n"
+    )
+    L.append(
+        "| subscribers | server | added latency p50 / p99 (ms) | deliveries/s | "
+        "vs node ws | memory / subscriber (KiB) | CPU client / server | per worker | "
+        "gaps / dups |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for n in cfg["subscribers"]:
+        node = res.get(f"node-ws/{n}", {})
+        node_rate = node.get("burst_per_s") if node.get("errors") == 0 else None
+        for name in data.get("fanout_servers", []):
+            r = res.get(f"{name}/{n}")
+            if r is None:
+                continue
+            if r.get("errors", 1):
+                mark = " ❌" if name == "wsgiws" and n == 10000 else ""
+                L.append(
+                    f"| {n:,} | `{name}` | failed{mark}: {r.get('first_error', '?')} | | | | | | "
+                    f"{r.get('gaps', '—')} / {r.get('duplicates', '—')} |"
+                )
+                continue
+            vs = f"{r['burst_per_s'] / node_rate:.2f}×" if node_rate else "—"
+            lat = f"{r['gentle_p50_ms']:.1f} / {r['gentle_p99_ms']:.1f}"
+            if name == "wsgiws":  # the targets are for the in-process hub
+                if node_rate and n in (1000, 5000):
+                    vs += " ✅" if r["burst_per_s"] >= node_rate else " ❌"
+                if n == 1000 and node.get("errors") == 0:
+                    lat += " ✅" if r["gentle_p99_ms"] <= node["gentle_p99_ms"] else " ❌"
+            mem = f"{r['mem_kib']:.1f}" if r.get("mem_kib") is not None else "—"
+            spread = "/".join(map(str, r.get("spread", []))) if len(r.get("spread", [])) > 1 else ""
+            if name == "wsgiws" and n == 10000:
+                lat += " ✅ (all held and served)"
+            L.append(
+                f"| {n:,} | `{name}` | {lat} | "
+                f"{r['burst_per_s']:,.0f} | {vs} | {mem} | "
+                f"{r['burst_client_cpu']:.2f} / {r['burst_server_cpu']:.2f} | {spread} | "
+                f"{r['gaps']} / {r['duplicates']} |"
+            )
+    L.append("")
+    L.append(
+        "Targets for wsgiws (in-process hub, one worker): deliveries/s ≥ 1.0× node ws at "
+        "1,000 and 5,000 subscribers; added latency p99 at 1,000 subscribers (gentle) ≤ "
+        "node ws's; 10,000 subscribers held and served in one worker.\n"
+    )
+    for name, reason in data.get("fanout_skipped", {}).items():
+        L.append(f"- `{name}` skipped: {reason}")
+    L.append("")
+    return L
+
+
+COLORS = {"wsgiws": "#1f77b4", "wsgiws-redis-4": "#9ecae1", "node-ws": "#ff7f0e"}
+COLORS["websockets"] = "#2ca02c"
+
+
+def plot(axes, data: dict) -> None:
+    """One chart row: deliveries/s, gentle p99 latency, memory per subscriber."""
+    res, cfg = data["fanout"], data["fanout_config"]
+    names = data["fanout_servers"]
+    counts = cfg["subscribers"]
+    panels = [
+        ("burst_per_s", "fan-out deliveries/s (burst), higher is better"),
+        ("gentle_p99_ms", "fan-out added latency p99, ms (gentle), lower is better"),
+        ("mem_kib", "memory per subscriber, KiB, lower is better"),
+    ]
+    width = 0.8 / max(1, len(names))
+    for ax, (key, title) in zip(axes, panels, strict=False):
+        for j, name in enumerate(names):
+            vals = []
+            for n in counts:
+                r = res.get(f"{name}/{n}", {})
+                vals.append(r.get(key) or 0 if r.get("errors") == 0 else 0)
+            color = COLORS.get(name, "#7f7f7f")
+            ax.bar(
+                [i + j * width for i in range(len(counts))], vals, width, label=name, color=color
+            )
+        ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(counts))])
+        ax.set_xticklabels([f"{n:,} subs" for n in counts], fontsize=8)
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    axes[-1].axis("off")
+    axes[-1].text(
+        0,
+        0.5,
+        "Fan-out targets for wsgiws (1 worker):\n"
+        "- deliveries/s >= node ws\n  at 1,000 and 5,000\n"
+        "- p99 latency at 1,000 <= node ws's\n"
+        "- 10,000 subscribers held and served\n"
+        "(a missing bar: the run failed)",
+        fontsize=8,
+        va="center",
+    )

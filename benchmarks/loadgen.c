@@ -9,6 +9,11 @@
  *   idle        open C connections, echo one message each, print READY,
  *               wait for a line on stdin, then close them all
  *   probe       one connection, one message; exit 0 if the echo is correct
+ *   subscribe   fan-out: C subscriber connections (--path) that only listen and one
+ *               publisher connection (--pub-path) whose every message the server
+ *               sends to all subscribers.  Each message carries its sequence number
+ *               and the monotonic time it was written, so each delivery gives a
+ *               latency and each socket's sequence shows gaps and duplicates.
  *
  * Every echoed message is checked byte for byte against what was sent.
  * The result is one JSON object on stdout.  It also reports its own CPU use
@@ -37,7 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { M_LATENCY, M_THROUGHPUT, M_HANDSHAKE, M_IDLE, M_PROBE };
+enum { M_LATENCY, M_THROUGHPUT, M_HANDSHAKE, M_IDLE, M_PROBE, M_SUBSCRIBE };
 enum { ST_FREE, ST_CONNECTING, ST_HS_SENT, ST_OPEN, ST_CLOSING };
 enum { PH_WARMUP, PH_MEASURE, PH_STOP };
 
@@ -56,6 +61,10 @@ typedef struct conn {
     uint64_t win_count;    /* echoes received in the measurement window */
     uint64_t total;        /* echoes received in all */
     double t_sent, t_start;
+    /* subscribe mode */
+    int joined;            /* the server's hello arrived: this socket is in the room */
+    uint64_t next_seq;     /* the sequence number this socket expects next */
+    uint64_t gaps, dups;   /* messages skipped; messages at or below one already seen */
 } conn;
 
 /* ---- options ---- */
@@ -72,8 +81,8 @@ static conn *conns;
 static unsigned char *payload;     /* expected echo */
 static unsigned char *batch;       /* depth copies of the masked frame */
 static size_t flen, batch_len;
-static unsigned char hs_req[512];
-static size_t hs_req_len;
+static unsigned char hs_req[512], pub_hs_req[512];
+static size_t hs_req_len, pub_hs_req_len;
 static const unsigned char mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
 static unsigned char close_frame[8];
 static const char *ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; /* for the key below */
@@ -84,6 +93,20 @@ static char first_error[200] = "";
 static double *samples;
 static long nsamples;
 static uint64_t measured_msgs;
+
+/* ---- subscribe mode ---- */
+static const char *pub_path = "/pub";
+static long warm_msgs = 5, gentle_msgs = 60, burst_msgs = 200;
+static double gentle_rate = 20.0, drain_seconds = 30.0;
+static conn *pub;                  /* the publisher (conns[nconns]) */
+static unsigned char *pub_buf;     /* the publisher's frames not yet written */
+static size_t pub_cap;
+static uint64_t pub_seq;           /* next sequence number to publish */
+static uint64_t joined_subs, unique_deliveries, all_deliveries;
+static double t_recv;              /* when the bytes being parsed were read */
+static double t_last_delivery;
+static float *gentle_lat, *burst_lat; /* milliseconds */
+static long n_gentle_lat, n_burst_lat, cap_gentle_lat, cap_burst_lat;
 
 static double now(void) {
     struct timespec ts;
@@ -239,6 +262,8 @@ static void on_open(conn *c) {
         else queue_close(c); /* upgraded only after the window: just close */
         opened++;
         break;
+    case M_SUBSCRIBE: /* subscribers and the publisher only listen at first */
+        break;
     default: /* latency, handshake, idle, probe: one message */
         queue_msgs(c, 1);
     }
@@ -271,6 +296,55 @@ static void on_message(conn *c) {
         break;
     }
     /* the caller flushes once for all the frames of one recv() */
+}
+
+static uint64_t parse_digits(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v * 10 + (p[i] - '0');
+    return v;
+}
+
+/* subscribe mode: one complete text message for subscriber c; -1 if c failed */
+static int on_broadcast(conn *c, const unsigned char *data, uint64_t len) {
+    if (c == pub) { fail(c, "the server sent a message to the publisher"); return -1; }
+    if (!c->joined) { /* the server's hello: this socket is now a member */
+        c->joined = 1;
+        joined_subs++;
+        return 0;
+    }
+    /* "%010u %020u ...": sequence number, then the send time in ns */
+    if (len != msg_size || data[10] != ' ') { fail(c, "broadcast has the wrong size or format"); return -1; }
+    uint64_t seq = parse_digits(data, 10), sent_ns = parse_digits(data + 11, 20);
+    float ms = (float)((t_recv - sent_ns * 1e-9) * 1e3);
+    all_deliveries++;
+    c->total++;
+    if (seq < c->next_seq) { c->dups++; return 0; }
+    c->gaps += seq - c->next_seq;
+    c->next_seq = seq + 1;
+    unique_deliveries++;
+    t_last_delivery = t_recv;
+    if (seq < (uint64_t)warm_msgs) return 0;
+    if (seq < (uint64_t)(warm_msgs + gentle_msgs)) {
+        if (n_gentle_lat < cap_gentle_lat) gentle_lat[n_gentle_lat++] = ms;
+    } else if (n_burst_lat < cap_burst_lat) {
+        burst_lat[n_burst_lat++] = ms;
+    }
+    return 0;
+}
+
+/* answer a ping with a masked pong carrying its payload (control frames: <= 125 bytes);
+   written at once: a pong the socket cannot take now counts as an error */
+static int send_pong(conn *c, const unsigned char *data, uint64_t len) {
+    unsigned char f[6 + 125];
+    if (len > 125) { fail(c, "ping payload longer than 125 bytes"); return -1; }
+    f[0] = 0x8A;
+    f[1] = 0x80 | (unsigned char)len;
+    memcpy(f + 2, mask_key, 4);
+    for (uint64_t i = 0; i < len; i++) f[6 + i] = data[i] ^ mask_key[i & 3];
+    if (c->pre_off < c->pre_len || c->data_pos) { fail(c, "ping while a frame is half written"); return -1; }
+    ssize_t w = send(c->fd, f, 6 + len, MSG_NOSIGNAL);
+    if (w != (ssize_t)(6 + len)) { fail(c, "could not write a pong"); return -1; }
+    return 0;
 }
 
 /* parse complete frames in c->in; returns -1 if the conn was closed */
@@ -307,8 +381,15 @@ static int parse_frames(conn *c) {
                 fail(c, m);
             }
             return -1;
-        } else if (op == 0x9 || op == 0xA) {
-            /* ping/pong: the servers are configured not to ping; ignore */
+        } else if (op == 0x9) {
+            /* RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong
+               frame in response" (servers with keep-alive pings on close a silent peer) */
+            if (send_pong(c, data, len) < 0) return -1;
+        } else if (op == 0xA) {
+            /* an unsolicited pong: ignore */
+        } else if (mode == M_SUBSCRIBE) {
+            if (op != 1 || !fin) { fail(c, "broadcast is not one unfragmented text frame"); return -1; }
+            if (on_broadcast(c, data, len) < 0) return -1;
         } else {
             int want = binary ? 2 : 1;
             if (op != 0) {
@@ -353,6 +434,7 @@ static void on_readable(conn *c) {
         return;
     }
     c->in_len += r;
+    t_recv = now();
     if (c->st == ST_HS_SENT) {
         unsigned char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
         if (!end) return;
@@ -381,11 +463,19 @@ static void on_writable(conn *c) {
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l);
         if (e) { fail(c, "connect refused"); return; }
         c->st = ST_HS_SENT;
-        c->pre = hs_req;
-        c->pre_len = hs_req_len;
+        c->pre = c == pub ? pub_hs_req : hs_req;
+        c->pre_len = c == pub ? pub_hs_req_len : hs_req_len;
         c->pre_off = 0;
     }
     flush(c);
+}
+
+static size_t build_hs_req(unsigned char *out, size_t cap, const char *p) {
+    return snprintf((char *)out, cap,
+                    "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n",
+                    p, port);
 }
 
 static void build_frames(void) {
@@ -422,11 +512,55 @@ static void build_frames(void) {
     memcpy(close_frame + 2, mask_key, 4);
     close_frame[6] = 0x03 ^ mask_key[0];
     close_frame[7] = 0xe8 ^ mask_key[1];
-    hs_req_len = snprintf((char *)hs_req, sizeof hs_req,
-                          "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                          "Sec-WebSocket-Version: 13\r\n\r\n",
-                          path, port);
+    hs_req_len = build_hs_req(hs_req, sizeof hs_req, path);
+    pub_hs_req_len = build_hs_req(pub_hs_req, sizeof pub_hs_req, pub_path);
+}
+
+/* append k masked broadcast frames (sequence number + send time) to the publisher's output */
+static void publish(long k) {
+    conn *c = pub;
+    if (c->fd < 0 || c->st != ST_OPEN) return;
+    if (c->pre_off == c->pre_len) c->pre_len = c->pre_off = 0; /* all written: start over */
+    size_t hl = msg_size < 126 ? 6 : 8, need = c->pre_len + (size_t)k * (hl + msg_size);
+    if (need > pub_cap) {
+        pub_cap = need * 2;
+        pub_buf = realloc(pub_buf, pub_cap);
+    }
+    unsigned char text[65536];
+    memset(text, 'x', msg_size);
+    for (long i = 0; i < k; i++) {
+        char head[40];
+        unsigned long long ns = (unsigned long long)(now() * 1e9);
+        snprintf(head, sizeof head, "%010llu %020llu ", (unsigned long long)pub_seq++, ns);
+        memcpy(text, head, 32);
+        unsigned char *f = pub_buf + c->pre_len;
+        f[0] = 0x81;
+        if (hl == 6) {
+            f[1] = 0x80 | msg_size;
+        } else {
+            f[1] = 0x80 | 126;
+            f[2] = msg_size >> 8;
+            f[3] = msg_size & 0xff;
+        }
+        memcpy(f + hl - 4, mask_key, 4);
+        for (size_t j = 0; j < msg_size; j++) f[hl + j] = text[j] ^ mask_key[j & 3];
+        c->pre_len += hl + msg_size;
+    }
+    c->pre = pub_buf;
+    flush(c);
+}
+
+static int cmp_f(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* "p50":..,"p99":..,"max":.. of n latencies (sorted in place) */
+static void print_lat(const char *name, float *v, long n) {
+    qsort(v, n, sizeof(float), cmp_f);
+    double p50 = n ? v[n / 2] : 0, p99 = n ? v[(long)(n * 0.99) < n ? (long)(n * 0.99) : n - 1] : 0;
+    printf("\"%s_samples\":%ld,\"%s_p50_ms\":%.3f,\"%s_p99_ms\":%.3f,\"%s_max_ms\":%.3f,", name, n, name,
+           p50, name, p99, name, n ? v[n - 1] : 0.0);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -455,11 +589,141 @@ static void event_loop_once(int timeout_ms) {
     }
 }
 
+/* run the event loop until every subscriber has every message published so far
+   (or a subscriber failed, or the deadline); returns 1 when all arrived */
+static int wait_deliveries(double deadline) {
+    while (now() < deadline) {
+        if (unique_deliveries >= joined_subs * pub_seq) return 1;
+        if (errors) return 0;
+        event_loop_once(1);
+    }
+    return unique_deliveries >= joined_subs * pub_seq;
+}
+
+static int run_subscribe(double t0, double t_end) {
+    /* 1. subscribers, with bounded concurrency, until each has the server's hello */
+    int next = 0;
+    while (now() < t_end && !errors) {
+        int setting_up = 0;
+        for (int i = 0; i < next; i++) setting_up += conns[i].st != ST_FREE && !conns[i].joined;
+        while (next < nconns && setting_up < 64) {
+            start_conn(&conns[next++]);
+            setting_up++;
+        }
+        if (next == nconns && setting_up == 0) break;
+        event_loop_once(10);
+    }
+    double open_seconds = now() - t0;
+    /* 2. the publisher */
+    start_conn(pub);
+    while (now() < t_end && !errors && pub->st != ST_OPEN) event_loop_once(10);
+    if (pub->st != ST_OPEN) err("the publisher did not connect");
+    printf("READY %llu %llu\n", (unsigned long long)joined_subs, (unsigned long long)errors);
+    fflush(stdout);
+    /* the harness measures the server's memory now, then writes a line (or closes stdin) */
+    struct pollfd pf = {.fd = 0, .events = POLLIN};
+    double hold = now() + 120;
+    while (now() < hold && poll(&pf, 1, 0) == 0) event_loop_once(20);
+
+    uint64_t expected = 0;
+    double g_seconds = 0, g_ccpu = 0, g_scpu = 0, g_drain = 0, b_seconds = 0, b_ccpu = 0, b_scpu = 0;
+    int complete = 0;
+    if (!errors) {
+        /* 3. warm-up: one message at a time, each to everyone before the next */
+        for (long i = 0; i < warm_msgs && !errors; i++) {
+            publish(1);
+            wait_deliveries(now() + drain_seconds);
+        }
+        /* 4. gentle: an open-loop rate, then the time until the last delivery */
+        double c0 = cpu_self(), s0 = cpu_pids(), g0 = now(), last_send = g0;
+        for (long i = 0; i < gentle_msgs && !errors;) {
+            double due = g0 + i / gentle_rate;
+            if (now() >= due) {
+                publish(1);
+                last_send = now();
+                i++;
+            } else {
+                event_loop_once(1);
+            }
+        }
+        wait_deliveries(now() + drain_seconds);
+        g_seconds = now() - g0;
+        g_drain = t_last_delivery - last_send;
+        g_ccpu = (cpu_self() - c0) / g_seconds;
+        g_scpu = (cpu_pids() - s0) / g_seconds;
+        /* 5. burst: every message in one write, back to back */
+        if (!errors) {
+            uint64_t before = unique_deliveries;
+            c0 = cpu_self(), s0 = cpu_pids();
+            double b0 = now();
+            publish(burst_msgs);
+            wait_deliveries(now() + drain_seconds);
+            b_seconds = (unique_deliveries > before ? t_last_delivery : now()) - b0;
+            b_ccpu = (cpu_self() - c0) / (now() - b0);
+            b_scpu = (cpu_pids() - s0) / (now() - b0);
+        }
+        expected = joined_subs * pub_seq;
+        complete = unique_deliveries == expected;
+        if (!complete) {
+            char m[160];
+            snprintf(m, sizeof m, "%llu of %llu deliveries arrived",
+                     (unsigned long long)unique_deliveries, (unsigned long long)expected);
+            err(m);
+        }
+    }
+    /* 6. close everything, cleanly where the server answers */
+    phase = PH_STOP;
+    uint64_t gaps = 0, dups = 0, min_count = UINT64_MAX, max_count = 0;
+    for (int i = 0; i <= nconns; i++) {
+        conn *c = &conns[i];
+        gaps += c->gaps;
+        dups += c->dups;
+        if (i < nconns) {
+            if (c->total < min_count) min_count = c->total;
+            if (c->total > max_count) max_count = c->total;
+        }
+        if (c->st == ST_OPEN) { queue_close(c); flush(c); }
+    }
+    double dl = now() + 10;
+    int active = 1;
+    while (active && now() < dl) {
+        active = 0;
+        for (int i = 0; i <= nconns; i++) active += conns[i].st != ST_FREE;
+        event_loop_once(20);
+    }
+    for (int i = 0; i <= nconns; i++)
+        if (conns[i].st != ST_FREE) finish(&conns[i], 1);
+    if (gaps || dups) err("gaps or duplicates in the subscribers' sequences");
+    long bursts = burst_msgs;
+    printf("{\"mode\":\"subscribe\",\"conns\":%d,\"joined\":%llu,\"open_seconds\":%.3f,"
+           "\"size\":%zu,\"warmup\":%ld,\"gentle\":%ld,\"rate\":%.1f,\"burst\":%ld,",
+           nconns, (unsigned long long)joined_subs, open_seconds, msg_size, warm_msgs, gentle_msgs,
+           gentle_rate, bursts);
+    print_lat("gentle", gentle_lat, n_gentle_lat);
+    print_lat("burst", burst_lat, n_burst_lat);
+    printf("\"gentle_seconds\":%.3f,\"gentle_drain_ms\":%.3f,\"gentle_client_cpu\":%.3f,"
+           "\"gentle_server_cpu\":%.3f,\"burst_seconds\":%.4f,\"burst_per_s\":%.1f,"
+           "\"burst_client_cpu\":%.3f,\"burst_server_cpu\":%.3f,\"expected\":%llu,"
+           "\"delivered\":%llu,\"received\":%llu,\"complete\":%s,\"gaps\":%llu,\"duplicates\":%llu,"
+           "\"per_socket_min\":%llu,\"per_socket_max\":%llu,\"closed_ok\":%llu,"
+           "\"errors\":%llu,\"first_error\":\"%s\"}\n",
+           g_seconds, g_drain * 1e3, g_ccpu, g_scpu, b_seconds,
+           b_seconds > 0 ? joined_subs * (double)bursts / b_seconds : 0, b_ccpu, b_scpu,
+           (unsigned long long)expected, (unsigned long long)unique_deliveries,
+           (unsigned long long)all_deliveries, complete ? "true" : "false", (unsigned long long)gaps,
+           (unsigned long long)dups, (unsigned long long)(min_count == UINT64_MAX ? 0 : min_count),
+           (unsigned long long)max_count, (unsigned long long)closed_ok, (unsigned long long)errors,
+           first_error);
+    return errors ? 1 : 0;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen MODE --port P [--path /echo] [--conns C] [--depth D] [--size BYTES]\n"
             "               [--binary] [--duration S] [--warmup S] [--iterations N] [--pids a,b]\n"
-            "MODE: latency | throughput | handshake | idle | probe\n");
+            "       loadgen subscribe --port P [--path /sub] [--pub-path /pub] [--conns C] [--size 64]\n"
+            "               [--warm N] [--gentle N] [--rate MSG_PER_S] [--burst N] [--drain S]\n"
+            "MODE: latency | throughput | handshake | idle | probe | subscribe\n");
     exit(2);
 }
 
@@ -471,6 +735,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(m, "handshake")) mode = M_HANDSHAKE;
     else if (!strcmp(m, "idle")) mode = M_IDLE;
     else if (!strcmp(m, "probe")) mode = M_PROBE;
+    else if (!strcmp(m, "subscribe")) { mode = M_SUBSCRIBE; path = "/sub"; msg_size = 64; }
     else usage();
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -487,12 +752,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--iterations")) iterations = atol(v);
         else if (!strcmp(a, "--max-seconds")) max_seconds = atof(v);
         else if (!strcmp(a, "--pids")) snprintf(pids_arg, sizeof pids_arg, "%s", v);
+        else if (!strcmp(a, "--pub-path")) pub_path = v;
+        else if (!strcmp(a, "--warm")) warm_msgs = atol(v);
+        else if (!strcmp(a, "--gentle")) gentle_msgs = atol(v);
+        else if (!strcmp(a, "--rate")) gentle_rate = atof(v);
+        else if (!strcmp(a, "--burst")) burst_msgs = atol(v);
+        else if (!strcmp(a, "--drain")) drain_seconds = atof(v);
         else usage();
         i++;
     }
     if (!port || nconns < 1 || depth < 1 || depth > 64) usage();
     if (mode == M_LATENCY || mode == M_PROBE) { nconns = 1; depth = 1; }
     if (mode != M_THROUGHPUT) depth = 1;
+    if (mode == M_SUBSCRIBE && (msg_size < 32 || msg_size > 65535 || gentle_rate <= 0)) usage();
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
@@ -501,21 +773,31 @@ int main(int argc, char **argv) {
 
     build_frames();
     ep = epoll_create1(0);
-    conns = calloc(nconns, sizeof(conn));
-    size_t cap = msg_size + 64 < 65536 ? 65536 : msg_size + 64;
-    for (int i = 0; i < nconns; i++) {
+    /* subscribe mode: conns[nconns] is the publisher; small input buffers for 10,000+ sockets */
+    int slots = mode == M_SUBSCRIBE ? nconns + 1 : nconns;
+    conns = calloc(slots, sizeof(conn));
+    size_t cap = mode == M_SUBSCRIBE ? 16384 : msg_size + 64 < 65536 ? 65536 : msg_size + 64;
+    for (int i = 0; i < slots; i++) {
         conns[i].fd = -1;
         conns[i].idx = i;
         conns[i].in_cap = cap;
         conns[i].in = malloc(cap);
     }
     samples = calloc(iterations > 0 ? iterations : 1, sizeof(double));
+    if (mode == M_SUBSCRIBE) {
+        pub = &conns[nconns];
+        cap_gentle_lat = (long)nconns * gentle_msgs;
+        cap_burst_lat = (long)nconns * burst_msgs;
+        gentle_lat = malloc((cap_gentle_lat + 1) * sizeof(float));
+        burst_lat = malloc((cap_burst_lat + 1) * sizeof(float));
+    }
 
     double t0 = now(), t_end = t0 + max_seconds;
     double cpu0 = 0, cpu1 = 0, scpu0 = 0, scpu1 = 0, tm0 = 0, tm1 = 0;
     int in_flight_limit = 64; /* idle mode: connections being set up at once */
     int next = 0;
 
+    if (mode == M_SUBSCRIBE) return run_subscribe(t0, t_end);
     if (mode == M_IDLE) {
         /* open connections with bounded concurrency, then hold them */
         while (now() < t_end) {

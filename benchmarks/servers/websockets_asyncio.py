@@ -1,37 +1,49 @@
-"""websockets (asyncio implementation) echo on the default asyncio event loop."""
+"""websockets (asyncio) echo and fan-out on the default asyncio event loop.
 
-import asyncio
+``/echo`` (and any other path) echoes; ``/sub`` is added to the subscribers and
+told ``ok``; ``/pub``: every message goes to them with ``broadcast()``.
+"""
+
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import MAX_MESSAGE, parse_args
-from websockets.asyncio.server import serve
+from _common import MAX_MESSAGE, asyncio_main
+from websockets.asyncio.server import broadcast, serve
+
+subscribers = set()
 
 
-async def echo(ws):
-    async for msg in ws:
-        await ws.send(msg)
+async def handler(ws):
+    path = ws.request.path
+    if path.startswith("/sub"):
+        subscribers.add(ws)
+        try:
+            await ws.send("ok")
+            await ws.wait_closed()
+        finally:
+            subscribers.discard(ws)
+    elif path.startswith("/pub"):
+        async for message in ws:
+            broadcast(subscribers, message)
+    else:
+        async for message in ws:
+            await ws.send(message)
 
 
 async def run(host, port):
     async with serve(
-        echo,
+        handler,
         host,
         port,
         max_size=MAX_MESSAGE,
         ping_interval=None,
         compression=None,
-        backlog=2048,
+        backlog=4096,
     ) as server:
         await server.serve_forever()
 
 
-def main():
-    args = parse_args(__doc__.splitlines()[0])
-    asyncio.run(run(args.host, args.port))
-
-
 if __name__ == "__main__":
-    main()
+    asyncio_main(__doc__.splitlines()[0], run)

@@ -1,0 +1,123 @@
+"""The fan-out benchmark's load generator counts what it claims (benchmarks/loadgen.c).
+
+Its ``subscribe`` mode is what wsgiws's broadcast is judged by, so it is tested: against
+the benchmark's real wsgiws fan-out app (every subscriber gets every message once, in
+order), and against a relay that loses one message and repeats another (the load
+generator must report both, per socket, and fail the run).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as ws_serve
+
+from tests.conftest import require_binary
+from tests.servers import ROOT, free_port, serve
+
+SUBSCRIBERS = 40
+WARM, GENTLE, BURST = 2, 10, 25
+
+
+@pytest.fixture(scope="module")
+def loadgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    gcc = require_binary("gcc")
+    out = tmp_path_factory.mktemp("loadgen") / "loadgen"
+    subprocess.run(
+        [gcc, "-O2", "-Wall", "-Werror", "-o", str(out), str(ROOT / "benchmarks" / "loadgen.c")],
+        check=True,
+    )
+    return out
+
+
+def subscribe(loadgen: Path, port: int, *args: str) -> dict[str, object]:
+    command = [str(loadgen), "subscribe", "--port", str(port), "--conns", str(SUBSCRIBERS)]
+    command += ["--rate", "200", "--gentle", str(GENTLE), "--burst", str(BURST), *args]
+    result = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
+    lines = result.stdout.strip().splitlines()
+    assert lines and lines[0].startswith("READY"), result.stderr
+    report: dict[str, object] = json.loads(lines[-1])
+    return report
+
+
+def test_every_subscriber_gets_every_hub_message_once_in_order(loadgen: Path) -> None:
+    servers = str(ROOT / "benchmarks" / "servers")
+    with serve("gunicorn-gevent", "fanout_wsgiws:app", ["--chdir", servers]) as server:
+        report = subscribe(loadgen, server.port, "--warm", str(WARM))
+    messages = WARM + GENTLE + BURST
+    assert report["errors"] == 0, report["first_error"]
+    assert report["joined"] == SUBSCRIBERS
+    assert report["delivered"] == report["received"] == SUBSCRIBERS * messages
+    assert report["per_socket_min"] == report["per_socket_max"] == messages
+    assert report["gaps"] == report["duplicates"] == 0
+    assert report["gentle_samples"] == SUBSCRIBERS * GENTLE
+    assert report["burst_samples"] == SUBSCRIBERS * BURST
+    assert report["closed_ok"] == SUBSCRIBERS + 1  # every subscriber and the publisher
+
+
+@contextmanager
+def relay(
+    drop: int | None = None, repeat: int | None = None, ping_interval: float | None = None
+) -> Iterator[int]:
+    """A websockets fan-out server on a free port: it drops the published message number
+    ``drop``, sends number ``repeat`` twice, and pings every ``ping_interval`` seconds
+    (closing a connection whose pong does not come within a second)."""
+    subscribers: list[ServerConnection] = []
+    lock = threading.Lock()
+
+    def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        if ws.request.path.startswith("/sub"):
+            with lock:
+                subscribers.append(ws)
+            ws.send("ok")
+            for _ in ws:
+                pass
+            return
+        for index, message in enumerate(ws):
+            copies = 0 if index == drop else 2 if index == repeat else 1
+            with lock:
+                targets = list(subscribers)
+            for sub in targets:
+                for _ in range(copies):
+                    sub.send(message)
+
+    port = free_port()
+    options: dict[str, Any] = {"ping_interval": ping_interval, "ping_timeout": 1.0}
+    with ws_serve(handler, "127.0.0.1", port, compression=None, **options) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield port
+        server.shutdown()
+    thread.join(10)
+
+
+def test_gaps_and_duplicates_are_counted_per_socket_and_fail_the_run(loadgen: Path) -> None:
+    with relay(drop=3, repeat=5) as port:
+        report = subscribe(loadgen, port, "--warm", "0", "--drain", "1")
+    assert report["errors"] != 0
+    assert report["complete"] is False
+    assert report["gaps"] == SUBSCRIBERS  # message 3, once per socket
+    assert report["duplicates"] == SUBSCRIBERS  # message 5's second copy
+    messages = GENTLE + BURST
+    assert report["delivered"] == SUBSCRIBERS * (messages - 1)
+    assert report["received"] == SUBSCRIBERS * messages  # one lost, one repeated
+
+
+def test_pings_are_answered(loadgen: Path) -> None:
+    # The gentle phase lasts 2 s at 5 messages/s: a server pinging every 0.1 s closes
+    # (1011) any subscriber that does not answer.
+    with relay(ping_interval=0.1) as port:
+        report = subscribe(loadgen, port, "--warm", "1", "--rate", "5")
+    assert report["errors"] == 0, report["first_error"]
+    assert report["delivered"] == SUBSCRIBERS * (1 + GENTLE + BURST)
