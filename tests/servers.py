@@ -105,6 +105,9 @@ def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> 
         return [sys.executable, "-c", PYWSGI_RUNNER, app, str(port), "--monkey", *args]
     if kind == "werkzeug":
         return [sys.executable, "-c", WERKZEUG_RUNNER, app, str(port), *args]
+    if kind == "flask-run":  # the Flask CLI, as a Flask user starts a dev server
+        flask = [sys.executable, "-m", "flask", "--app", app, "run", "--port", str(port)]
+        return [*flask, *args]
     if kind == "waitress":
         return [sys.executable, "-c", WAITRESS_RUNNER, app, str(port), *args]
     if kind.startswith("gunicorn"):
