@@ -279,3 +279,16 @@ def test_uwsgi_environ_is_named_in_the_error() -> None:
         find_socket({"uwsgi.version": b"2.0.28", "wsgi.input": object()})
     with pytest.raises(HijackError, match=r"^this WSGI server does not give"):
         find_socket({})
+
+
+@pytest.mark.parametrize("kind", ["pywsgi", "gunicorn-gevent"])
+def test_bottle_app_served_without_the_middleware_says_so(kind: str) -> None:
+    """Not a bare 500: the answer and the server log both name the missing middleware."""
+    with serve(kind, "tests.server_apps:bottle_unwrapped") as srv:
+        client = RawClient(srv.port)
+        assert client.status == 500
+        body = client.body().decode()
+        assert "without WebSocketMiddleware" in body and "WebSocketMiddleware(bottle_app)" in body
+        client.close()
+        log = wait_for_log(srv, "without WebSocketMiddleware")
+        assert "WebSocket route /echo cannot take the connection" in log
