@@ -125,15 +125,24 @@ def serve(
 ) -> Iterator[Server]:
     """Run ``app`` under a real server process for the duration of the block."""
     port = free_port()
+    with run_server(kind, server_command(kind, app, port, args), port, env=env) as server:
+        yield server
+
+
+@contextmanager
+def run_server(
+    kind: str,
+    command: Sequence[str],
+    port: int,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """Run ``command``, a server that listens on ``port``, for the duration of the block."""
     log = Path(tempfile.mkstemp(prefix=f"wsgiws-{kind}-", suffix=".log")[1])
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            server_command(kind, app, port, args),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
+            command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=full_env
         )
     server = Server(kind, port, process, log)
     try:

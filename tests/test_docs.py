@@ -113,13 +113,11 @@ def test_migrating_from_flask_sockets() -> None:
 
 
 def test_migrating_from_gevent_websocket(tmp_path: Path) -> None:
-    import os
-    import subprocess
     import urllib.request
 
     from websockets.sync.client import connect
 
-    from tests.servers import ROOT, Server, free_port, wait_for_port
+    from tests.servers import free_port, run_server
 
     doc = block("migrating.md", "handler_class=WebSocketHandler")
     with TestClient(doc.app).websocket_connect("/echo") as ws:
@@ -131,22 +129,9 @@ def test_migrating_from_gevent_websocket(tmp_path: Path) -> None:
         '("127.0.0.1", 8000)', f'("127.0.0.1", {port})'
     )
     (tmp_path / "app.py").write_text(code)
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "app.py"],
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-    server = Server("pywsgi", port, process, log)
-    try:
-        wait_for_port(port, process, log)
+    with run_server("pywsgi", [sys.executable, "app.py"], port, tmp_path) as server:
         with urllib.request.urlopen(server.http_url + "/", timeout=5) as response:
             assert response.read() == b"plain HTTP, as before\n"
         with connect(server.url + "/echo") as client:
             client.send("text")
             assert client.recv(timeout=5) == "text"
-    finally:
-        server.stop()

@@ -3,10 +3,8 @@ from the installed package, with the address and worker count gunicorn users set
 
 from __future__ import annotations
 
-import os
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -15,32 +13,18 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
-from tests.servers import ROOT, Server, free_port, wait_for_port
+from tests.servers import Server, free_port, run_server
 from tests.wire import RawClient
 
 
 @contextmanager
 def gunicorn(args: Sequence[str], port: int, env: dict[str, str] | None = None) -> Iterator[Server]:
     """gunicorn started outside the checkout (so no ./gunicorn.conf.py is picked up)."""
-    log = Path(tempfile.mkstemp(prefix="wsgiws-gunicorn-conf-", suffix=".log")[1])
-    workdir = tempfile.mkdtemp(prefix="wsgiws-gunicorn-conf-")
     command = [sys.executable, "-m", "gunicorn", "-c", "python:wsgiws.gunicorn_conf", *args]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*command, "examples.echo:app"],
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        )
-    server = Server("gunicorn-conf", port, process, log)
-    try:
-        wait_for_port(port, process, log)
-        yield server
-    finally:
-        server.stop()
-        log.unlink(missing_ok=True)
-        os.rmdir(workdir)
+    with tempfile.TemporaryDirectory(prefix="wsgiws-gunicorn-conf-") as workdir:
+        command.append("examples.echo:app")
+        with run_server("gunicorn-conf", command, port, Path(workdir), env) as server:
+            yield server
 
 
 def check_served(server: Server, workers: int) -> None:
