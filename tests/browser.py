@@ -50,32 +50,50 @@ def chromium(url: str = "about:blank", timeout: float = 30.0) -> Iterator[int]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def page_text(url: str, element_id: str, until: str, timeout: float = 20.0) -> str:
-    """Open ``url`` and return the text of ``element_id`` once it contains ``until``."""
+def page_text(
+    url: str, element_id: str, until: str, timeout: float = 20.0, devtools_port: int | None = None
+) -> str:
+    """Open ``url`` and return the text of ``element_id`` once it contains ``until``.
+
+    In a new tab of the Chromium at ``devtools_port`` (see :func:`chromium`), or in a
+    Chromium started for this page.
+    """
+    deadline = time.monotonic() + timeout
+    if devtools_port is not None:
+        new_tab = urllib.request.Request(
+            f"http://127.0.0.1:{devtools_port}/json/new?{url}", method="PUT"
+        )
+        with urllib.request.urlopen(new_tab, timeout=10) as response:
+            target = json.load(response)
+        try:
+            return _poll_text(target["webSocketDebuggerUrl"], element_id, until, deadline)
+        finally:
+            close_tab = f"http://127.0.0.1:{devtools_port}/json/close/{target['id']}"
+            urllib.request.urlopen(close_tab, timeout=10).close()
     with chromium(url) as port:
-        deadline = time.monotonic() + timeout
-        text = ""
         while time.monotonic() < deadline:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
                 pages = [t for t in json.load(r) if t.get("type") == "page" and t["url"] == url]
             if pages:
-                with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as devtools:
-                    expression = f"(document.getElementById({element_id!r}) || {{}}).textContent"
-                    for n in range(10_000):
-                        devtools.send(
-                            json.dumps(
-                                {
-                                    "id": n,
-                                    "method": "Runtime.evaluate",
-                                    "params": {"expression": expression},
-                                }
-                            )
-                        )
-                        while (reply := json.loads(devtools.recv()))["id"] != n:
-                            pass
-                        text = reply["result"]["result"].get("value") or ""
-                        if until in text or time.monotonic() > deadline:
-                            return text
-                        time.sleep(0.1)
+                return _poll_text(pages[0]["webSocketDebuggerUrl"], element_id, until, deadline)
             time.sleep(0.1)
-        return text
+        return ""
+
+
+def _poll_text(debugger_url: str, element_id: str, until: str, deadline: float) -> str:
+    """The page's ``element_id`` text once it contains ``until`` (or at ``deadline``)."""
+    with connect(debugger_url, max_size=None) as devtools:
+        expression = f"(document.getElementById({element_id!r}) || {{}}).textContent"
+        for n in range(10_000):
+            devtools.send(
+                json.dumps(
+                    {"id": n, "method": "Runtime.evaluate", "params": {"expression": expression}}
+                )
+            )
+            while (reply := json.loads(devtools.recv()))["id"] != n:
+                pass
+            text = str(reply["result"]["result"].get("value") or "")
+            if until in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.1)
+    return ""

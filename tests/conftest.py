@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +49,6 @@ def require_binary(name: str) -> str:
     Missing: skipped on a developer's machine, a failure in CI (``WSGIWS_REQUIRE_ALL=1``,
     set by ``.ci/run``, which installs them).
     """
-    import os
     import shutil
 
     path = shutil.which(name) or (
@@ -57,3 +59,32 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed (.ci/run installs it)")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+#: npm packages the tests drive, pinned; installed on first use into NODE_PREFIX.
+NODE_PACKAGES = {"ws": "8.23.0"}
+NODE_PREFIX = Path(os.environ.get("WSGIWS_NODE_PREFIX") or Path.home() / ".cache" / "wsgiws-node")
+
+
+def require_node_package(name: str) -> Path:
+    """The ``node_modules`` folder holding npm package ``name`` (``npm install``-ed once).
+
+    No node or npm, or an install that fails: skipped, or a failure in CI, like
+    :func:`require_binary`.
+    """
+    require_binary("node")
+    modules = NODE_PREFIX / "node_modules"
+    if not (modules / name / "package.json").exists():
+        npm = require_binary("npm")
+        spec = f"{name}@{NODE_PACKAGES[name]}"
+        done = subprocess.run(
+            [npm, "install", "--prefix", str(NODE_PREFIX), "--no-audit", "--no-fund", spec],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            message = f"npm install {spec} failed:\n{done.stderr[-2000:]}"
+            if os.environ.get("WSGIWS_REQUIRE_ALL"):
+                pytest.fail(message)
+            pytest.skip(message)
+    return modules

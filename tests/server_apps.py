@@ -83,3 +83,23 @@ def announce() -> None:
 def plain(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
+
+
+def bottle_without_middleware() -> Any:
+    """The Bottle quick start's app, served without WebSocketMiddleware (a common slip)."""
+    import bottle
+
+    from wsgiws.bottle import websocket
+
+    bottle_app = bottle.Bottle()
+
+    @bottle_app.route("/echo")
+    @websocket
+    def echo(ws: WebSocket) -> None:
+        for message in ws:
+            ws.send(message)
+
+    return bottle_app
+
+
+bottle_unwrapped = bottle_without_middleware()

@@ -112,6 +112,9 @@ def server_command(kind: str, app: str, port: int, args: Sequence[str] = ()) -> 
         return [sys.executable, "-c", PYWSGI_RUNNER, app, str(port), "--monkey", *args]
     if kind == "werkzeug":
         return [sys.executable, "-c", WERKZEUG_RUNNER, app, str(port), *args]
+    if kind == "flask-run":  # the Flask CLI, as a Flask user starts a dev server
+        flask = [sys.executable, "-m", "flask", "--app", app, "run", "--port", str(port)]
+        return [*flask, *args]
     if kind == "waitress":
         return [sys.executable, "-c", WAITRESS_RUNNER, app, str(port), *args]
     if kind in ("uwsgi", "uwsgi-threads"):  # one worker; SIGTERM stops it (as in uWSGI 3.0)
@@ -146,15 +149,24 @@ def serve(
 ) -> Iterator[Server]:
     """Run ``app`` under a real server process, started in ``cwd``, for the block's duration."""
     port = free_port()
+    with run_server(kind, server_command(kind, app, port, args), port, cwd=cwd, env=env) as server:
+        yield server
+
+
+@contextmanager
+def run_server(
+    kind: str,
+    command: Sequence[str],
+    port: int,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """Run ``command``, a server that listens on ``port``, for the duration of the block."""
     log = Path(tempfile.mkstemp(prefix=f"wsgiws-{kind}-", suffix=".log")[1])
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            server_command(kind, app, port, args),
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
+            command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=full_env
         )
     server = Server(kind, port, process, log)
     try:

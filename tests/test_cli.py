@@ -5,13 +5,18 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 from tests.servers import ROOT, Server
 from tests.test_client import websockets_server
+from tests.wire import RawClient
 from wsgiws.cli import main
+from wsgiws.handshake import accept_key
 
 
 def run_cli(*args: str, stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -118,3 +123,58 @@ def test_interactive_ctrl_c_closes_properly(echo_server: Server) -> None:
     assert process.returncode == 0, stderr
     assert "closed: 1000" in stderr
     assert "Traceback" not in stderr
+
+
+def replies_after_the_close_frame(listener: socket.socket, replies: list[bytes]) -> None:
+    """A raw server: accept one client, read frames up to its close frame, only then send
+    ``replies`` (text frames) and the answering close frame, then FIN."""
+    conn, _ = listener.accept()
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        head, _, data = data.partition(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
+        )
+        while True:  # client frames: masked, short (< 126 bytes) in this test
+            while len(data) < 2 or len(data) < 6 + (data[1] & 0x7F):
+                data += conn.recv(4096)
+            opcode, length = data[0] & 0x0F, data[1] & 0x7F
+            data = data[6 + length :]
+            if opcode == 8:
+                break
+        for reply in replies:
+            conn.sendall(RawClient.frame(1, reply, mask=False))
+        conn.sendall(RawClient.frame(8, struct.pack("!H", 1000), mask=False))
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(4096):
+            pass
+
+
+def test_stdin_eof_prints_replies_that_come_during_the_closing_handshake() -> None:
+    """`printf 'one\\ntwo\\n' | python -m wsgiws ws://...`: EOF sends the close frame at
+    once; replies the server sends before its own close frame are still printed."""
+    for _ in range(3):
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            server = threading.Thread(
+                target=replies_after_the_close_frame, args=(listener, [b"one", b"two"])
+            )
+            server.start()
+            result = run_cli(
+                f"ws://127.0.0.1:{listener.getsockname()[1]}/echo",
+                "--no-compression",
+                stdin="one\ntwo\n",
+            )
+            server.join(10)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "one\ntwo\n"
+        assert "closed: 1000" in result.stderr

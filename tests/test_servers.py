@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
 import struct
+import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import websocket as websocket_client  # the websocket-client package
 from websockets.sync.client import connect
 
-from tests.conftest import require_binary
+from tests.conftest import require_binary, require_node_package
 from tests.servers import Server, serve, uwsgi_binary
 from tests.wire import RawClient, assert_bye_is_clean
 
@@ -36,6 +40,115 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     args = ["--threads", "4"] if request.param == "gunicorn-gthread" else []
     with serve(request.param, "tests.server_apps:app", args) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def browser(server: Server) -> Iterator[int]:
+    """A headless Chromium per server (its DevTools port); each page is a new tab.
+
+    Not one for all servers: a Chromium that had already loaded pages under other
+    servers was seen to keep a spare idle connection to the next one, which holds
+    gunicorn's one-connection sync worker and leaves the WebSocket waiting.
+    """
+    from tests.browser import chromium
+
+    with chromium() as port:
+        yield port
+
+
+# Third-party clients, each doing an echo round trip and a client-initiated clean close
+# against /echo and checking what it saw. One entry per client; each runs on every server.
+
+
+def websocket_client_echo(server: Server, request: pytest.FixtureRequest) -> None:
+    """websocket-client keeps the last Connection header: a 101 with two fails here."""
+    ws = websocket_client.create_connection(server.url + "/echo", timeout=5)
+    try:
+        ws.send("héllo")
+        assert ws.recv() == "héllo"
+        ws.send_binary(b"\x00\xff")
+        assert ws.recv() == b"\x00\xff"
+        ws.send_close(1000, b"bye")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket_client.ABNF.OPCODE_CLOSE
+        assert struct.unpack("!H", frame.data[:2])[0] == 1000
+        assert ws.sock is not None and ws.sock.recv(1) == b""  # then FIN, nothing else
+    finally:
+        ws.shutdown()
+
+
+def websockets_sync_echo(server: Server, request: pytest.FixtureRequest) -> None:
+    with connect(server.url + "/echo", open_timeout=5, close_timeout=5) as ws:
+        ws.send("héllo")
+        assert ws.recv(timeout=5) == "héllo"
+        ws.send(b"\x00\xff")
+        assert ws.recv(timeout=5) == b"\x00\xff"
+    close_rcvd = ws.protocol.close_rcvd  # the server answered our close frame
+    assert close_rcvd is not None and close_rcvd.code == 1000
+
+
+NODE_WS_CLIENT = """
+const WebSocket = require("ws");
+const ws = new WebSocket(process.argv[1]);
+const seen = [];
+ws.on("open", () => ws.send("héllo"));
+ws.on("message", (data, isBinary) => {
+  seen.push(isBinary ? "binary" : data.toString());
+  if (seen.length === 1) ws.send(Buffer.from([0, 255]));
+  else ws.close(1000, "bye");
+});
+ws.on("error", (err) => seen.push("error " + err.message));
+ws.on("close", (code) => {
+  console.log(JSON.stringify({seen, code, ended: ws._socket === null || ws._socket.destroyed}));
+});
+"""
+
+
+def node_ws_echo(server: Server, request: pytest.FixtureRequest) -> None:
+    """Node's ``ws`` (npm), the most used server-side JavaScript client."""
+    modules = require_node_package("ws")
+    done = subprocess.run(
+        ["node", "-e", NODE_WS_CLIENT, server.url + "/echo"],
+        env={**os.environ, "NODE_PATH": str(modules)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"seen": ["héllo", "binary"], "code": 1000, "ended": True}
+
+
+def chromium_echo(server: Server, request: pytest.FixtureRequest) -> None:
+    from tests.browser import page_text
+
+    port = request.getfixturevalue("browser")
+    text = page_text(server.http_url + "/browser", "out", "closed", devtools_port=port)
+    expected = "open\necho: hello from the browser\nclosed 1000 clean=true\n"
+    assert text == expected, server.log()[-3000:]
+
+
+THIRD_PARTY_CLIENTS: dict[str, Callable[[Server, pytest.FixtureRequest], None]] = {
+    "websocket-client": websocket_client_echo,
+    "websockets": websockets_sync_echo,
+    "node-ws": node_ws_echo,
+    "chromium": chromium_echo,
+}
+
+
+@pytest.mark.parametrize("client", THIRD_PARTY_CLIENTS)
+def test_third_party_client_echo_and_clean_close(
+    server: Server, client: str, request: pytest.FixtureRequest
+) -> None:
+    THIRD_PARTY_CLIENTS[client](server, request)
+    assert "Traceback" not in server.log()
+
+
+def test_101_has_one_connection_header(server: Server) -> None:
+    """RFC 6455 4.2.2: Connection: Upgrade; never a second one (Werkzeug's "close")."""
+    client = RawClient(server.port)
+    assert client.accepted_properly()
+    assert client.headers["connection"].lower() == "upgrade"  # repeats would be joined by ", "
+    client.close()
 
 
 def wait_for_log(server: Server, text: str, timeout: float = 5.0) -> str:
@@ -147,22 +260,21 @@ def test_server_without_hijack_fails_with_501_naming_it(kind: str) -> None:
             assert response.status == 200  # plain requests still work
 
 
-@pytest.mark.parametrize("kind", ["werkzeug", "gunicorn-gevent"])
-def test_real_browser_echo_and_clean_close(kind: str) -> None:
-    """Werkzeug answers the 101 with "Connection: Upgrade, close": Chromium accepts it."""
+def test_flask_run_serves_websocket_client(request: pytest.FixtureRequest) -> None:
+    """`flask run` (Werkzeug) with the Flask quick start's example and websocket-client."""
+    with serve("flask-run", "examples.flask_echo:app") as srv:
+        websocket_client_echo(srv, request)
+        assert " 101 " in wait_for_log(srv, " 101 ")
+        assert "Traceback" not in srv.log()
+
+
+def test_example_page_opens_its_socket() -> None:
+    """examples/echo.py's own page, in a real browser."""
     from tests.browser import page_text
 
-    with serve(kind, "tests.server_apps:app") as srv:
-        if kind == "werkzeug":
-            client = RawClient(srv.port)
-            assert client.headers["connection"] == "Upgrade, close"  # what the browser gets
-            client.close()
-        text = page_text(srv.http_url + "/browser", "out", "closed")
-        assert text == "open\necho: hello from the browser\nclosed 1000 clean=true\n"
-        # examples/echo.py's own page opens its socket too
+    with serve("gunicorn-gevent", "tests.server_apps:app") as srv:
         assert page_text(srv.http_url + "/", "log", "open").startswith("open (extensions:")
-        log = srv.log()
-        assert "Traceback" not in log
+        assert "Traceback" not in srv.log()
 
 
 def test_uwsgi_environ_is_named_in_the_error() -> None:
@@ -174,3 +286,16 @@ def test_uwsgi_environ_is_named_in_the_error() -> None:
         find_socket({"uwsgi.version": b"2.0.28", "wsgi.input": object()})
     with pytest.raises(HijackError, match=r"^this WSGI server does not give"):
         find_socket({})
+
+
+@pytest.mark.parametrize("kind", ["pywsgi", "gunicorn-gevent"])
+def test_bottle_app_served_without_the_middleware_says_so(kind: str) -> None:
+    """Not a bare 500: the answer and the server log both name the missing middleware."""
+    with serve(kind, "tests.server_apps:bottle_unwrapped") as srv:
+        client = RawClient(srv.port)
+        assert client.status == 500
+        body = client.body().decode()
+        assert "without WebSocketMiddleware" in body and "WebSocketMiddleware(bottle_app)" in body
+        client.close()
+        log = wait_for_log(srv, "without WebSocketMiddleware")
+        assert "WebSocket route /echo cannot take the connection" in log

@@ -14,7 +14,12 @@ import examples.echo
 from wsgiws import Reject, WebSocket, WebSocketMiddleware
 from wsgiws.bottle import websocket
 from wsgiws.deflate import PerMessageDeflate
-from wsgiws.exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeRejected
+from wsgiws.exceptions import (
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HandshakeRejected,
+    ReceiveTimeout,
+)
 from wsgiws.flask import WebSockets
 from wsgiws.testing import TestClient
 
@@ -305,3 +310,61 @@ def test_bottle_example_echo_and_cookie_room() -> None:
         "/private/r1", subprotocols=["chat"], cookies={"user": "bo"}
     ) as ws:
         assert ws.receive() == "bo joined r1 via chat"
+
+
+# ------------------------------------------------------------ receive timeout
+
+
+def silent_app() -> WebSocketMiddleware:
+    """/silent reads but never answers; /late answers "late" to "go"."""
+    app = WebSocketMiddleware()
+
+    @app.route("/silent")
+    def silent(ws: WebSocket) -> None:
+        for _ in ws:
+            pass
+
+    @app.route("/late")
+    def late(ws: WebSocket) -> None:
+        if ws.receive() == "go":
+            ws.send("late")
+        for _ in ws:
+            pass
+
+    return app
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_receive_from_an_app_that_never_answers_fails_by_default(runtime: Any) -> None:
+    with TestClient(silent_app(), runtime=runtime).websocket_connect("/silent") as ws:
+        with pytest.raises(ReceiveTimeout, match=r"no message from the app within 5 s") as info:
+            ws.receive()
+        assert "receive_timeout" in str(info.value)
+
+
+def test_receive_timeout_per_client_per_connection_and_per_call() -> None:
+    client = TestClient(silent_app(), receive_timeout=0.05)
+    with client.websocket_connect("/silent") as ws:
+        with pytest.raises(ReceiveTimeout, match=r"within 0.05 s"):
+            ws.receive()
+        with pytest.raises(ReceiveTimeout, match=r"within 0.05 s"):
+            next(iter(ws))  # iterating waits as long as receive()
+        with pytest.raises(ReceiveTimeout) as info:
+            ws.receive(timeout=0.01)  # an explicit timeout: the plain error
+        assert "receive_timeout" not in str(info.value)
+        assert not ws.closed  # the connection stays usable
+    with (
+        client.websocket_connect("/silent", receive_timeout=0.02) as ws,
+        pytest.raises(ReceiveTimeout, match=r"within 0.02 s"),
+    ):
+        ws.receive()
+    with client.websocket_connect("/late", receive_timeout=None) as ws:
+        timer = threading.Timer(0.2, ws.send, ["go"])  # from another thread, while receiving
+        timer.start()
+        assert ws.receive() == "late"  # no default timeout: it waited
+        timer.join()
+    with client.websocket_connect("/late") as ws:
+        timer = threading.Timer(0.2, ws.send, ["go"])
+        timer.start()
+        assert ws.receive(timeout=None) == "late"  # None for this call: waits too
+        timer.join()

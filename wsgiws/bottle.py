@@ -19,6 +19,7 @@ hooks); before it first uses ``ws`` it may refuse with ``bottle.abort(403)``.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -29,6 +30,13 @@ from .handshake import Reject
 from .middleware import ENVIRON_START_RESPONSE, WebSocketOptions, run_session
 
 __all__ = ["websocket"]
+
+logger = logging.getLogger("wsgiws")
+
+NOT_WRAPPED = (
+    "wsgiws: the Bottle app is served without WebSocketMiddleware, so WebSocket route {path} "
+    "cannot take the connection; serve WebSocketMiddleware(bottle_app) instead of the Bottle app"
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,8 +56,10 @@ def websocket(handler: Callable[..., Any] | None = None, **options: Any) -> Any:
         def route(*args: Any, **kwargs: Any) -> Any:
             environ = bottle.request.environ
             if ENVIRON_START_RESPONSE not in environ and "HTTP_UPGRADE" in environ:
-                raise bottle.HTTPError(
-                    500, "wsgiws: serve the Bottle app wrapped in WebSocketMiddleware"
+                message = NOT_WRAPPED.format(path=environ.get("PATH_INFO", "?"))
+                logger.error("%s", message)
+                return bottle.HTTPResponse(
+                    message + "\n", status=500, headers={"Content-Type": "text/plain"}
                 )
             try:
                 accepted, result = run_session(environ, func, args, kwargs, ws_options)

@@ -3,6 +3,9 @@
 Interactive: prints every incoming message and sends each line typed (text;
 ``--binary`` sends the line's UTF-8 bytes as a binary message, ``--hex`` reads
 lines as hex). End with Ctrl-D or Ctrl-C: both close the connection properly.
+At the end of piped input (``printf 'one\ntwo\n' | python -m wsgiws URI``) the
+closing handshake completes and every reply the server sent before its close
+frame is still printed.
 
 One-shot, for scripts: ``-m MESSAGE`` (repeatable) sends the messages, prints
 that many replies (``--replies N`` to change; ``--replies -1`` reads until the

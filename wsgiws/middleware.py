@@ -33,6 +33,7 @@ H = TypeVar("H", bound=Handler)
 ENVIRON_START_RESPONSE = "wsgiws.start_response"
 ENVIRON_OPTIONS = "wsgiws.options"
 ENVIRON_ACCEPTED = "wsgiws.accepted"
+ENVIRON_HIJACK = "wsgiws.hijack"
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,14 @@ class _Opener:
         if drain.draining():  # the server is stopping: send the client elsewhere
             raise Reject(503, "server is restarting; reconnect", [("Retry-After", "1")])
         self.accept.subprotocol = ws.subprotocol
-        write = start_response("101 Switching Protocols", self.accept.response_headers())
-        write(b"")  # flush the status line and headers now
+        status, headers = "101 Switching Protocols", self.accept.response_headers()
+        if self.hijack.send_head is not None:
+            self.hijack.send_head(status, headers)
+        else:
+            write = start_response(status, headers)
+            write(b"")  # flush the status line and headers now
         self.environ[ENVIRON_ACCEPTED] = True
+        self.environ[ENVIRON_HIJACK] = self.hijack
         sock = self.hijack.sock
         leftover = self.hijack.take_buffered()
         sock.settimeout(None)
@@ -254,20 +260,26 @@ class WebSocketMiddleware:
                     result,
                 )
                 return _respond(start_response, Reject(500, "handler did not accept"))
-            return []
+            return _handed_over(environ)
         # An upgrade request for the wrapped app (a Flask or Bottle WebSocket view, or a 404).
         result = self._app(environ, _GuardedStartResponse(environ, start_response))
         if environ.get(ENVIRON_ACCEPTED):
             close = getattr(result, "close", None)
             if close is not None:
                 close()  # runs the framework's teardown; its response body is not sent
-            return []
+            return _handed_over(environ)
         return result
 
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.app is None:
             return _respond(start_response, Reject(404, "not found"))
         return self.app(environ, start_response)
+
+
+def _handed_over(environ: dict[str, Any]) -> Iterable[bytes]:
+    """What the server gets once a WebSocket had its connection (nothing to write)."""
+    hijack: Hijack = environ[ENVIRON_HIJACK]
+    return hijack.end()
 
 
 class _GuardedStartResponse:

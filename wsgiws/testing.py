@@ -27,16 +27,21 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.cookies import BaseCookie
+from types import EllipsisType
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from .client import ClientWebSocket, _client_websocket, open_handshake, use_gevent
 from .client_handshake import ClientHandshake, HeadersLike, _header_list, parse_uri
 from .deflate import DeflateOptions
-from .exceptions import HandshakeRejected
+from .exceptions import HandshakeRejected, ReceiveTimeout
 from .servers.testing import ENVIRON_BUFFERED, ENVIRON_SOCKET
 
-__all__ = ["TestClient", "TestWebSocket"]
+__all__ = ["DEFAULT_RECEIVE_TIMEOUT", "TestClient", "TestWebSocket"]
+
+#: Seconds ``receive()`` waits when not told, so an app that never answers fails the
+#: test instead of hanging the suite.
+DEFAULT_RECEIVE_TIMEOUT = 5.0
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 CookieSource = Mapping[str, str] | Any  # a mapping, or a Werkzeug/Flask test client
@@ -49,6 +54,22 @@ class TestWebSocket(ClientWebSocket):
     waits for the server side (the handler) to finish."""
 
     _server: _InProcessServer | None = None
+    #: What ``receive()`` waits without a ``timeout`` (None: for ever).
+    receive_timeout: float | None = DEFAULT_RECEIVE_TIMEOUT
+
+    def receive(self, timeout: float | EllipsisType | None = ...) -> str | bytes:
+        """The next message, waiting ``timeout`` seconds (by default ``receive_timeout``);
+        then :class:`~wsgiws.exceptions.ReceiveTimeout` (None waits for ever)."""
+        if timeout is not ...:
+            return super().receive(timeout)
+        try:
+            return super().receive(self.receive_timeout)
+        except ReceiveTimeout:
+            raise ReceiveTimeout(
+                f"no message from the app within {self.receive_timeout:g} s (the test client's "
+                "receive_timeout; set it on TestClient(...) or websocket_connect(...), or pass "
+                "receive(timeout=...))"
+            ) from None
 
     def wait_server(self, timeout: float | None = 10.0) -> bool:
         """Wait until the handler has returned and the server side is done; True if it is."""
@@ -239,6 +260,9 @@ class TestClient:
     ``runtime``: ``"threads"`` runs the app in a thread, ``"gevent"`` in a
     greenlet (with gevent sockets); ``"auto"`` picks gevent when the socket
     module is monkey-patched or this thread runs a gevent hub.
+    ``receive_timeout``: how long ``ws.receive()`` waits when not told (5 s;
+    None waits for ever): an app that never answers fails the test with
+    :class:`~wsgiws.exceptions.ReceiveTimeout` saying so, instead of hanging it.
     """
 
     __test__ = False  # not a pytest test class
@@ -252,6 +276,7 @@ class TestClient:
         cookies: CookieSource | None = None,
         runtime: Literal["auto", "threads", "gevent"] = "auto",
         timeout: float = 10.0,
+        receive_timeout: float | None = DEFAULT_RECEIVE_TIMEOUT,
     ) -> None:
         self.app = app
         parts = urlsplit(base_url)
@@ -264,6 +289,7 @@ class TestClient:
         self.cookies = cookies
         self.runtime = runtime
         self.timeout = timeout
+        self.receive_timeout = receive_timeout
 
     def _green(self) -> bool:
         if self.runtime == "auto":
@@ -318,6 +344,7 @@ class TestClient:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         environ: Mapping[str, Any] | None = None,
+        receive_timeout: float | EllipsisType | None = ...,
     ) -> TestWebSocket:
         """Open a WebSocket to ``path`` (with query string) of the app.
 
@@ -325,6 +352,8 @@ class TestClient:
         with an HTTP response instead of accepting, or re-raises what the app
         raised before answering. ``environ`` adds WSGI environ entries (e.g.
         ``REMOTE_ADDR``). Keepalive pings are off unless ``ping_interval`` is set.
+        ``receive_timeout``: how long ``receive()`` waits by default on this
+        connection (the client's unless given; None: for ever).
         """
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
@@ -393,4 +422,5 @@ class TestClient:
             ping_timeout=ping_timeout,
         )
         ws._server = server
+        ws.receive_timeout = self.receive_timeout if receive_timeout is ... else receive_timeout
         return ws

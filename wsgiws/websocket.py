@@ -40,6 +40,8 @@ logger = logging.getLogger("wsgiws")
 Opener = Callable[["WebSocket"], "tuple[socket.socket, bytes]"]
 
 _READ_SIZE: Final = 65536
+#: Messages kept for receive() that arrive after our close frame.
+_CLOSING_BACKLOG: Final = 64
 _MAX_READ_SIZE: Final = 1 << 18  # one read of a large frame's payload takes at most this
 _YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
 #: Most bytes of frames held back to go out with the next write (see WebSocket._cork).
@@ -305,7 +307,10 @@ class WebSocket:
             self._flush_owed(wait=False)
         for event in events:
             if type(event) is Message:
-                if not self._closing_started:
+                # Messages the peer sent before it saw our close frame (they cross on the
+                # wire; RFC 6455 5.5.1 lets it finish sending first) still reach a reader,
+                # a bounded few: nobody may be reading any more.
+                if not self._closing_started or len(self._incoming) < _CLOSING_BACKLOG:
                     if not self._incoming:
                         self._incoming = deque()
                     self._incoming.append(event.data)

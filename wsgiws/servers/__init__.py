@@ -8,7 +8,7 @@ they put in the environ, never by ``SERVER_SOFTWARE``), else None.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,11 @@ class Hijack:
     server: str
     sock: socket.socket
     take_buffered: Callable[[], bytes]
+    #: Writes the 101 head on the socket itself, for a server whose start_response would
+    #: spoil it; None: the 101 goes through the server's own start_response.
+    send_head: Callable[[str, Sequence[tuple[str, str]]], None] | None = None
+    #: What the WSGI app returns to the server once the WebSocket is over.
+    end: Callable[[], Iterable[bytes]] = list
 
 
 from . import gunicorn, pywsgi, testing, uwsgi, werkzeug  # noqa: E402  (they use Hijack and is_socket)

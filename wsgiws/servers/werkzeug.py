@@ -5,23 +5,30 @@ handler's buffered reader, holding any bytes read past the request headers.
 It runs each connection on its own OS thread (``threaded=True``, the
 ``flask run`` default), so an open WebSocket holds one thread.
 
-Werkzeug adds ``Connection: close`` to every response, the 101 included, so
-the handshake answer carries two ``Connection`` headers (``Upgrade`` and
-``close``). Browsers look for the ``upgrade`` token and accept it (checked in
-headless Chromium by the test suite).
+Werkzeug adds ``Connection: close`` to every response sent through its
+``start_response``, a 101 too ("Always close the connection", serving.py), and
+a client that keeps the last ``Connection`` header (websocket-client) then
+refuses the handshake. So the 101 is written on the socket here, Werkzeug
+never starts a response, and the app ends by telling it the connection is gone
+(its ``connection_dropped`` path: nothing written, nothing logged). The access
+log line Werkzeug would have written for the 101 is logged here, to its logger.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ._buffered import drain_reader
 
 if TYPE_CHECKING:
     from . import Hijack
+
+access_log = logging.getLogger("werkzeug")
 
 
 def find(environ: Mapping[str, Any]) -> Hijack | None:
@@ -32,6 +39,28 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         return None
     conn = cast(socket.socket, sock)
     reader = environ.get("wsgi.input")
-    if not isinstance(reader, io.BufferedReader):
-        return Hijack("werkzeug", conn, lambda: b"")
-    return Hijack("werkzeug", conn, lambda: drain_reader(reader, conn))
+
+    def take_buffered() -> bytes:
+        return drain_reader(reader, conn) if isinstance(reader, io.BufferedReader) else b""
+
+    def send_head(status: str, headers: Sequence[tuple[str, str]]) -> None:
+        lines = [f"HTTP/1.1 {status}", *(f"{name}: {value}" for name, value in headers)]
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        access_log.info(
+            '%s - - [%s] "%s %s %s" %s -',
+            environ.get("REMOTE_ADDR", "-"),
+            time.strftime("%d/%b/%Y %H:%M:%S"),
+            environ.get("REQUEST_METHOD"),
+            environ.get("REQUEST_URI") or environ.get("PATH_INFO"),
+            environ.get("SERVER_PROTOCOL"),
+            status.split(None, 1)[0],
+        )
+
+    return Hijack("werkzeug", conn, take_buffered, send_head=send_head, end=_handed_over)
+
+
+def _handed_over() -> Iterator[bytes]:
+    # Werkzeug writes a response (a 500 when none was started) after the app returns,
+    # unless the connection dropped; for HTTP it did: it now belongs to the WebSocket.
+    raise ConnectionAbortedError("the connection was handed over to a WebSocket")
+    yield b""  # pragma: no cover - makes this a generator: Werkzeug iterates it
