@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Runtime", "runtime_for"]
+__all__ = ["Runtime", "has_unread_data", "runtime_for"]
 
 
 class Lock(Protocol):
@@ -217,6 +217,22 @@ def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
         return bool(poller.poll(None if timeout is None else timeout * 1000.0))
     readable, _, _ = select.select([sock], [], [], timeout)  # pragma: no cover - Windows
     return bool(readable)
+
+
+def has_unread_data(sock: socket.socket) -> bool:
+    """Has the peer sent bytes nobody read yet? Never blocks; plain and TLS sockets alike.
+
+    (``recv(1, MSG_PEEK | MSG_DONTWAIT)`` would do on a plain socket, but an SSL
+    socket refuses flags with ValueError.) For TLS, decrypted bytes may wait in the
+    SSL object (``pending()``) while the OS socket itself is empty.
+    """
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True
+    try:
+        return _wait_readable(sock, 0.0)
+    except (OSError, ValueError):  # closed meanwhile (fileno -1)
+        return False
 
 
 class ThreadRuntime:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from . import drain as _drain
-from ._runtime import Lock, Runtime, Timer, runtime_for
+from ._runtime import Lock, Runtime, Timer, has_unread_data, runtime_for
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
 from .protocol import (
     OK_CLOSE_CODES,
@@ -737,7 +737,7 @@ class WebSocket:
                         self._connection_lost(
                             "the peer closed TCP without a close frame", reading=True
                         )
-                elif self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                elif has_unread_data(self._sock):
                     self._bytes_in += 1  # unread data proves the peer was alive
             except (OSError, TimeoutError):
                 pass
