@@ -37,7 +37,7 @@ class Runtime(Protocol):
 
     def lock(self) -> Lock: ...
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer: ...
-    def spawn(self, func: Callable[[], None]) -> None: ...
+    def spawn(self, func: Callable[[], object]) -> None: ...
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` soon (from the event loop or a thread); it must not block."""
 
@@ -97,7 +97,7 @@ class GeventRuntime:
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
         return _GeventTimer(seconds, func)
 
-    def spawn(self, func: Callable[[], None]) -> None:
+    def spawn(self, func: Callable[[], object]) -> None:
         self._gevent.spawn(func)
 
     def call_soon(self, func: Callable[[], None]) -> None:
@@ -244,7 +244,7 @@ class ThreadRuntime:
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
         return _timer_thread.schedule(seconds, func)
 
-    def spawn(self, func: Callable[[], None]) -> None:
+    def spawn(self, func: Callable[[], object]) -> None:
         threading.Thread(target=func, daemon=True).start()
 
     def call_soon(self, func: Callable[[], None]) -> None:

@@ -426,10 +426,7 @@ class Hub:
             self._evict(member)
 
     def _spawn_sender(self, member: _Member) -> None:
-        rt = member.ws._rt
-        if rt is None:  # pragma: no cover - join() accepts
-            return
-        rt.spawn(lambda: self._drain(member))
+        member.ws.spawn(lambda: self._drain(member))
 
     def _drain(self, member: _Member) -> None:
         """The sender greenlet: write the member's queue, then end."""
@@ -472,9 +469,6 @@ class Hub:
             self.max_queue,
             self.overflow_code,
         )
-        rt = ws._rt
-        if rt is None:  # pragma: no cover
-            return
         code = self.overflow_code
 
         def close() -> None:
@@ -483,7 +477,7 @@ class Hub:
             except (ConnectionClosed, OSError):
                 pass
 
-        rt.spawn(close)
+        ws.spawn(close)
 
     # ------------------------------------------------------------ lifecycle
 
