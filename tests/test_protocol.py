@@ -375,3 +375,153 @@ def test_send_close_validates_code_and_reason() -> None:
 def test_close_without_code() -> None:
     proto = server()
     assert close_frame(proto, 1005) == frame(8, mask=False)
+
+
+# ------------------------------------------- the connection's life (RFC 6455 7.1)
+
+EOF_MARK = protocol.END_OF_STREAM
+
+
+def client() -> Protocol:
+    return Protocol(Role.CLIENT)
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_server_answers_a_close_then_ends_tcp_first(how: str) -> None:
+    """7.1.1: the server closes TCP first, right after the closing handshake."""
+    proto = server()
+    data = frame(8, close_payload(1000, "bye")) + frame(1, b"trailing, ignored")
+    events = feed(proto, data, how)
+    assert events == [Close(1000, "bye")]
+    assert proto.data_to_send() == [frame(8, struct.pack("!H", 1000), mask=False), EOF_MARK]
+    assert proto.state is State.CLOSED and not proto.close_expected()
+    assert (proto.close_code, proto.close_reason, proto.close_initiator) == (1000, "bye", "remote")
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_server_failure_sends_one_close_then_ends_tcp_and_hears_nothing_more(how: str) -> None:
+    proto = server()
+    data = frame(1, b"ok") + frame(1, b"unmasked", mask=False) + frame(9, b"ping")
+    events = feed(proto, data, how)
+    assert events[:-1] == [Message("ok")]
+    fault = failure(events)
+    assert fault.code == 1002
+    assert proto.state is State.OPEN  # messages before the fault may still be answered
+    proto.send_message("answer")
+    proto.fail(fault.code, fault.reason)
+    out = proto.data_to_send()
+    assert out == [
+        frame(1, b"answer", mask=False),
+        frame(8, close_payload(1002, "client frames must be masked"), mask=False),
+        EOF_MARK,
+    ]
+    assert feed(proto, frame(9, b"later"), how) == []
+    assert proto.data_to_send() == []  # no pong, no second close
+    # It read no close from the peer: the I/O layer drains until the peer's FIN.
+    assert proto.close_expected()
+    proto.receive_eof()
+    assert not proto.close_expected()
+    assert (proto.close_code, proto.close_initiator) == (1002, "local")
+
+
+def test_server_closes_first_then_ends_tcp_on_the_reply() -> None:
+    proto = server()
+    proto.send_close(1001, "going")
+    assert proto.data_to_send() == [frame(8, close_payload(1001, "going"), mask=False)]
+    assert proto.state is State.CLOSING and proto.close_expected()
+    proto.receive_data(frame(8, close_payload(1001)))
+    assert proto.data_to_send() == [EOF_MARK]  # the reply is not answered: TCP ends
+    assert proto.state is State.CLOSED and not proto.close_expected()
+    assert (proto.close_code, proto.close_reason, proto.close_initiator) == (1001, "", "local")
+
+
+def test_client_answers_a_close_and_waits_for_the_servers_fin() -> None:
+    proto = client()
+    proto.receive_data(frame(8, close_payload(1000), mask=False))
+    out = proto.data_to_send()
+    assert len(out) == 1 and out[0][:2] == b"\x88\x82"  # masked reply, no end of stream yet
+    assert proto.state is State.CLOSED and proto.close_expected()
+    proto.receive_eof()
+    assert proto.data_to_send() == [EOF_MARK]  # now the client ends its side
+    assert not proto.close_expected()
+    assert proto.close_code == 1000
+
+
+def test_client_failure_sends_a_close_and_leaves_tcp_to_the_server() -> None:
+    proto = client()
+    fault = failure(proto.receive_data(frame(1, b"masked by a server", mask=True)))
+    proto.fail(fault.code, fault.reason)
+    out = proto.data_to_send()
+    assert len(out) == 1 and out[0][0] == 0x88  # a close, and no end of stream
+    assert proto.close_expected()
+
+
+def test_eof_before_a_close_is_abnormal() -> None:
+    proto = server()
+    proto.receive_data(frame(2, b"x" * 10)[:5])  # mid-frame
+    proto.receive_eof()
+    assert (proto.close_code, proto.close_initiator) == (1006, "abnormal")
+    assert proto.data_to_send() == [EOF_MARK]  # no close frame: the peer is gone
+    with pytest.raises(protocol.InvalidState):
+        proto.send_message("late")
+
+
+def test_eof_after_our_close_keeps_our_code() -> None:
+    proto = server()
+    proto.send_close(4000, "mine")
+    proto.receive_eof()
+    assert (proto.close_code, proto.close_reason, proto.close_initiator) == (4000, "mine", "local")
+
+
+def test_fail_after_close_sent_adds_no_second_close() -> None:
+    proto = server()
+    proto.send_close(1000)
+    proto.data_to_send()
+    proto.fail(1002, "bad reply")
+    assert proto.data_to_send() == [EOF_MARK]
+    assert proto.close_code == 1002
+
+
+def test_invalid_state_is_a_runtime_error_for_older_callers() -> None:
+    proto = server()
+    proto.send_close()
+    with pytest.raises(protocol.InvalidState):
+        proto.send_ping()
+    assert issubclass(protocol.InvalidState, RuntimeError)
+
+
+def test_events_are_frozen_values() -> None:
+    import dataclasses
+
+    event = Close(1000, "x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.code = 1001  # type: ignore[misc]
+    assert Message("a") == Message("a") and not hasattr(Message("a"), "__dict__")
+
+
+class _BrokenExtension:
+    rsv1 = 0x40
+
+    def begin_message(self) -> None:
+        pass
+
+    def decode(self, payload: bytes, fin: bool, max_size: int | None) -> bytes:
+        raise KeyError("a bug in the extension")
+
+    def should_compress(self, size: int) -> bool:
+        return False
+
+    def encode(self, data: bytes) -> bytes:
+        return data
+
+    def encode_fragment(self, data: bytes, fin: bool) -> bytes:
+        return data
+
+
+def test_a_bug_in_an_extension_is_logged_and_fails_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proto = server(extension=_BrokenExtension())
+    fault = failure(proto.receive_data(frame(1, b"x", rsv=0x40)))
+    assert fault.code == 1011
+    assert "KeyError" in caplog.text
