@@ -28,7 +28,7 @@ import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .exceptions import ConnectionClosed
@@ -132,7 +132,6 @@ class HubStats:
     overflows: int = 0  #: queue overflows (socket closed or oldest message dropped)
     #: per-publisher sequence gaps seen (messages another process published that never came)
     gaps: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class _Member:

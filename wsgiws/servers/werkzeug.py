@@ -33,5 +33,5 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
     conn = cast(socket.socket, sock)
     reader = environ.get("wsgi.input")
     if not isinstance(reader, io.BufferedReader):
-        return Hijack("werkzeug", conn, lambda: b"")
-    return Hijack("werkzeug", conn, lambda: drain_reader(reader, conn))
+        return Hijack(conn, lambda: b"")
+    return Hijack(conn, lambda: drain_reader(reader, conn))
