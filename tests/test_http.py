@@ -13,11 +13,10 @@ RESPONSE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX-Two:  a
 def test_a_head_fed_in_pieces_keeps_what_follows(step: int) -> None:
     reader = HeadReader()
     pieces = [RESPONSE[i : i + step] for i in range(0, len(RESPONSE), step)]
-    for index, piece in enumerate(pieces):
-        text = reader.feed(piece)
-        if text is not None:
-            break
-    assert text is not None
+    index, text = 0, reader.feed(pieces[0])
+    while text is None:
+        index += 1
+        text = reader.feed(pieces[index])
     head = parse_response_head(text)
     assert (head.status, head.reason) == (101, "Switching Protocols")
     assert head.headers == [("Upgrade", "websocket"), ("X-Two", "a b")]
