@@ -430,7 +430,7 @@ class WebSocket:
         if proto is None:
             proto = self._ensure_open()
         # Replies to pipelined messages the handler has yet to take may go out together.
-        self._send(proto.send_message, message, hold=bool(self._incoming))
+        self._send(proto.send_message, (message,), None, bool(self._incoming))
         if self.observer is not None:
             self.observer.message_sent(self, isinstance(message, str), _payload_size(message))
 
@@ -498,7 +498,7 @@ class WebSocket:
         waiter = (payload, time.monotonic(), flag)
         self._pong_waiters.append(waiter)  # before the ping leaves: its pong may come at once
         try:
-            sent = self._send(proto.send_ping, payload, deadline=deadline)
+            sent = self._send(proto.send_ping, (payload,), deadline)
         except BaseException:
             if waiter in self._pong_waiters:
                 self._pong_waiters.remove(waiter)
@@ -510,7 +510,7 @@ class WebSocket:
     def _send(
         self,
         queue: Callable[..., None],
-        *args: Any,
+        args: tuple[Any, ...],
         deadline: float | None = None,
         hold: bool = False,
     ) -> bool:
@@ -536,7 +536,8 @@ class WebSocket:
             closed = True
         finally:
             lock.release()
-        self._settle()
+        if proto.state is _CLOSED or proto.has_output:
+            self._settle()
         if closed:
             raise self._closed_exception()
         return True
@@ -605,7 +606,7 @@ class WebSocket:
             return
         deadline = time.monotonic() + self.close_timeout
         try:
-            sent = self._send(proto.send_close, code, reason, deadline=deadline)
+            sent = self._send(proto.send_close, (code, reason), deadline)
         except ConnectionClosed:
             return
         if not sent:

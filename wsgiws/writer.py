@@ -60,6 +60,9 @@ class Writer:
     def write(self, parts: list[Buffer]) -> None:
         """Write held-back frames, then ``parts``, in order; an empty part (the protocol's
         end-of-stream marker) ends our side of TCP after what precedes it."""
+        if len(parts) == 1 and self._held is None and parts[0]:
+            self._write_one(parts[0])  # the common case: one frame, nothing held
+            return
         end_stream = bool(parts) and not parts[-1]
         if end_stream:
             parts = parts[:-1]
