@@ -101,14 +101,15 @@ def test_large_message_through_raw_reads_and_sendmsg(server: Server) -> None:
 # ------------------------------------------------------------------ sans-I/O
 
 
-def test_send_message_parts_keeps_a_large_payload_unjoined() -> None:
+def test_send_message_keeps_a_large_payload_unjoined() -> None:
     proto = Protocol(Role.SERVER, max_message_size=None)
     payload = os.urandom(100_000)
-    parts = proto.send_message_parts(payload)
+    proto.send_message(payload)
+    parts = proto.data_to_send()
     assert len(parts) == 2 and parts[1] is payload  # no copy of the payload
-    assert b"".join(parts) == proto.send_message(payload)
-    small = proto.send_message_parts("héllo")
-    assert small == [b"\x81\x06" + "héllo".encode()]
+    assert parts[0] == b"\x82\x7f" + (100_000).to_bytes(8, "big")
+    proto.send_message("héllo")
+    assert proto.data_to_send() == [b"\x81\x06" + "héllo".encode()]
 
 
 @pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
@@ -116,7 +117,8 @@ def test_fragmented_parts_round_trip(role: Role) -> None:
     sender = Protocol(role, max_message_size=None, fragment_size=1000)
     peer = Protocol(Role.CLIENT if role is Role.SERVER else Role.SERVER, max_message_size=None)
     payload = os.urandom(3500)
-    parts = sender.send_message_parts(payload)
+    sender.send_message(payload)
+    parts = sender.data_to_send()
     assert len(parts) == (8 if role is Role.SERVER else 4)  # header + view, or masked frames
     assert peer.receive_data(b"".join(bytes(p) for p in parts)) == [Message(payload)]
 

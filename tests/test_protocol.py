@@ -80,6 +80,26 @@ def feed(proto: Protocol, data: bytes, how: str) -> list[Event]:
     return events
 
 
+def sent(proto: Protocol) -> bytes:
+    """What the engine queued for the wire, as one string (the end-of-stream marker is b"")."""
+    return b"".join(proto.data_to_send())
+
+
+def send(proto: Protocol, data: str | bytes) -> bytes:
+    proto.send_message(data)
+    return sent(proto)
+
+
+def fragment(proto: Protocol, data: str | bytes, fin: bool) -> bytes:
+    proto.send_fragment(data, fin=fin)
+    return sent(proto)
+
+
+def close_frame(proto: Protocol, code: int = 1000, reason: str = "") -> bytes:
+    proto.send_close(code, reason)
+    return sent(proto)
+
+
 def server(**kw: object) -> Protocol:
     return Protocol(Role.SERVER, **kw)  # type: ignore[arg-type]
 
@@ -142,24 +162,24 @@ def test_fragmented_message_with_interleaved_control_frames(how: str) -> None:
     events = feed(proto, data, how)
     assert messages(events) == ["hello wörld"]
     assert [type(e) for e in events] == [Ping, Pong, Message]
-    assert proto.data_to_send() == frame(10, b"p1", mask=False)
+    assert sent(proto) == frame(10, b"p1", mask=False)
 
 
 def test_client_role_expects_unmasked_and_masks_its_frames() -> None:
     client = Protocol(Role.CLIENT)
     assert messages(client.receive_data(frame(1, b"hi", mask=False))) == ["hi"]
-    out = client.send_message("hi")
+    out = send(client, "hi")
     assert out[1] & 0x80  # masked
     srv = server()
     assert messages(srv.receive_data(out)) == ["hi"]
     # A fresh key per frame.
-    assert client.send_message("same")[2:6] != client.send_message("same")[2:6]
+    assert send(client, "same")[2:6] != send(client, "same")[2:6]
 
 
 def test_server_frames_are_unmasked_and_large_messages_are_fragmented() -> None:
     proto = server(max_message_size=None)
     proto.fragment_size = 1000
-    out = proto.send_message(b"y" * 2500)
+    out = send(proto, b"y" * 2500)
     client = Protocol(Role.CLIENT, max_message_size=None)
     assert out[0] == 0x02  # first frame: binary, not fin
     assert messages(client.receive_data(out)) == [b"y" * 2500]
@@ -167,13 +187,13 @@ def test_server_frames_are_unmasked_and_large_messages_are_fragmented() -> None:
 
 def test_streamed_message() -> None:
     proto = server()
-    out = proto.send_fragment("ab", fin=False) + proto.send_fragment("cd", fin=True)
+    out = fragment(proto, "ab", fin=False) + fragment(proto, "cd", fin=True)
     assert out[0] == 0x01 and out[4] == 0x80
     client = Protocol(Role.CLIENT)
     assert messages(client.receive_data(out)) == ["abcd"]
     with pytest.raises(RuntimeError):
-        proto.send_fragment(b"x", fin=False)
-        proto.send_message("interleaved")
+        fragment(proto, b"x", fin=False)
+        send(proto, "interleaved")
 
 
 def test_apply_mask_matches_bytewise_xor() -> None:
@@ -235,7 +255,7 @@ def test_valid_close_codes_are_echoed(code: int) -> None:
     proto = server()
     events = proto.receive_data(frame(8, close_payload(code, "bye")))
     assert isinstance(events[0], Close) and events[0].code == code and events[0].reason == "bye"
-    assert proto.data_to_send() == frame(8, struct.pack("!H", code), mask=False)
+    assert sent(proto) == frame(8, struct.pack("!H", code), mask=False)
     assert proto.state is State.CLOSED
 
 
@@ -293,14 +313,14 @@ def test_fragment_count_is_bounded() -> None:
 def test_every_ping_of_a_batch_is_answered() -> None:
     proto = server()
     proto.receive_data(b"".join(frame(9, b"p%d" % i) for i in range(3)))
-    assert proto.data_to_send() == b"".join(frame(10, b"p%d" % i, mask=False) for i in range(3))
+    assert sent(proto) == b"".join(frame(10, b"p%d" % i, mask=False) for i in range(3))
 
 
 def test_pongs_not_sent_before_newer_pings_are_superseded() -> None:
     proto = server()
     proto.receive_data(frame(9, b"old1") + frame(9, b"old2"))
     proto.receive_data(frame(9, b"new"))  # the pongs above never went out
-    assert proto.data_to_send() == frame(10, b"new", mask=False)
+    assert sent(proto) == frame(10, b"new", mask=False)
 
 
 def test_close_reply_echoes_code_and_nothing_follows() -> None:
@@ -308,50 +328,200 @@ def test_close_reply_echoes_code_and_nothing_follows() -> None:
     events = proto.receive_data(frame(9, b"p") + frame(8, close_payload(1001)) + frame(1, b"after"))
     assert [type(e) for e in events] == [Ping, Close]
     # The ping before the close gets its pong, then the close reply.
-    assert proto.data_to_send() == frame(10, b"p", mask=False) + frame(
+    assert sent(proto) == frame(10, b"p", mask=False) + frame(
         8, struct.pack("!H", 1001), mask=False
     )
     with pytest.raises(RuntimeError):
-        proto.send_message("too late")
-    assert proto.send_close() == b""
+        send(proto, "too late")
+    assert close_frame(proto) == b""
 
 
 def test_empty_close_gets_empty_reply() -> None:
     proto = server()
     events = proto.receive_data(frame(8))
     assert isinstance(events[0], Close) and events[0].code == 1005
-    assert proto.data_to_send() == frame(8, mask=False)
+    assert sent(proto) == frame(8, mask=False)
 
 
 def test_after_sending_close_only_close_is_sent() -> None:
     proto = server()
-    out = proto.send_close(1000, "done")
+    out = close_frame(proto, 1000, "done")
     assert out == frame(8, close_payload(1000, "done"), mask=False)
     assert proto.state is State.CLOSING
     with pytest.raises(RuntimeError):
-        proto.send_message("x")
+        send(proto, "x")
     with pytest.raises(RuntimeError):
         proto.send_ping()
     proto.receive_data(frame(9, b"late ping"))
-    assert proto.data_to_send() == b""  # no pong after our close
+    assert sent(proto) == b""  # no pong after our close
     events = proto.receive_data(frame(8, close_payload(1000)))
     assert isinstance(events[-1], Close)
     assert proto.state is State.CLOSED
-    assert proto.data_to_send() == b""
+    assert sent(proto) == b""
 
 
 def test_send_close_validates_code_and_reason() -> None:
     proto = server()
     with pytest.raises(ValueError):
-        proto.send_close(1006)
+        close_frame(proto, 1006)
     with pytest.raises(ValueError):
-        proto.send_close(2000)
+        close_frame(proto, 2000)
     with pytest.raises(ValueError):
-        proto.send_close(1000, "x" * 124)
+        close_frame(proto, 1000, "x" * 124)
     with pytest.raises(ValueError):
         proto.send_ping(b"x" * 126)
 
 
 def test_close_without_code() -> None:
     proto = server()
-    assert proto.send_close(1005) == frame(8, mask=False)
+    assert close_frame(proto, 1005) == frame(8, mask=False)
+
+
+# ------------------------------------------- the connection's life (RFC 6455 7.1)
+
+EOF_MARK = protocol.END_OF_STREAM
+
+
+def client() -> Protocol:
+    return Protocol(Role.CLIENT)
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_server_answers_a_close_then_ends_tcp_first(how: str) -> None:
+    """7.1.1: the server closes TCP first, right after the closing handshake."""
+    proto = server()
+    data = frame(8, close_payload(1000, "bye")) + frame(1, b"trailing, ignored")
+    events = feed(proto, data, how)
+    assert events == [Close(1000, "bye")]
+    assert proto.data_to_send() == [frame(8, struct.pack("!H", 1000), mask=False), EOF_MARK]
+    assert proto.state is State.CLOSED and not proto.close_expected()
+    assert (proto.close_code, proto.close_reason, proto.close_initiator) == (1000, "bye", "remote")
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_server_failure_sends_one_close_then_ends_tcp_and_hears_nothing_more(how: str) -> None:
+    proto = server()
+    data = frame(1, b"ok") + frame(1, b"unmasked", mask=False) + frame(9, b"ping")
+    events = feed(proto, data, how)
+    assert events[:-1] == [Message("ok")]
+    fault = failure(events)
+    assert fault.code == 1002
+    assert proto.state is State.OPEN  # messages before the fault may still be answered
+    proto.send_message("answer")
+    proto.fail(fault.code, fault.reason)
+    out = proto.data_to_send()
+    assert out == [
+        frame(1, b"answer", mask=False),
+        frame(8, close_payload(1002, "client frames must be masked"), mask=False),
+        EOF_MARK,
+    ]
+    assert feed(proto, frame(9, b"later"), how) == []
+    assert proto.data_to_send() == []  # no pong, no second close
+    # It read no close from the peer: the I/O layer drains until the peer's FIN.
+    assert proto.close_expected()
+    proto.receive_eof()
+    assert not proto.close_expected()
+    assert (proto.close_code, proto.close_initiator) == (1002, "local")
+
+
+def test_server_closes_first_then_ends_tcp_on_the_reply() -> None:
+    proto = server()
+    proto.send_close(1001, "going")
+    assert proto.data_to_send() == [frame(8, close_payload(1001, "going"), mask=False)]
+    assert proto.state is State.CLOSING and proto.close_expected()
+    proto.receive_data(frame(8, close_payload(1001)))
+    assert proto.data_to_send() == [EOF_MARK]  # the reply is not answered: TCP ends
+    assert proto.state is State.CLOSED and not proto.close_expected()
+    assert (proto.close_code, proto.close_reason, proto.close_initiator) == (1001, "", "local")
+
+
+def test_client_answers_a_close_and_waits_for_the_servers_fin() -> None:
+    proto = client()
+    proto.receive_data(frame(8, close_payload(1000), mask=False))
+    out = proto.data_to_send()
+    assert len(out) == 1 and out[0][:2] == b"\x88\x82"  # masked reply, no end of stream yet
+    assert proto.state is State.CLOSED and proto.close_expected()
+    proto.receive_eof()
+    assert proto.data_to_send() == [EOF_MARK]  # now the client ends its side
+    assert not proto.close_expected()
+    assert proto.close_code == 1000
+
+
+def test_client_failure_sends_a_close_and_leaves_tcp_to_the_server() -> None:
+    proto = client()
+    fault = failure(proto.receive_data(frame(1, b"masked by a server", mask=True)))
+    proto.fail(fault.code, fault.reason)
+    out = proto.data_to_send()
+    assert len(out) == 1 and out[0][0] == 0x88  # a close, and no end of stream
+    assert proto.close_expected()
+
+
+def test_eof_before_a_close_is_abnormal() -> None:
+    proto = server()
+    proto.receive_data(frame(2, b"x" * 10)[:5])  # mid-frame
+    proto.receive_eof()
+    assert (proto.close_code, proto.close_initiator) == (1006, "abnormal")
+    assert proto.data_to_send() == [EOF_MARK]  # no close frame: the peer is gone
+    with pytest.raises(protocol.InvalidState):
+        proto.send_message("late")
+
+
+def test_eof_after_our_close_keeps_our_code() -> None:
+    proto = server()
+    proto.send_close(4000, "mine")
+    proto.receive_eof()
+    assert (proto.close_code, proto.close_reason, proto.close_initiator) == (4000, "mine", "local")
+
+
+def test_fail_after_close_sent_adds_no_second_close() -> None:
+    proto = server()
+    proto.send_close(1000)
+    proto.data_to_send()
+    proto.fail(1002, "bad reply")
+    assert proto.data_to_send() == [EOF_MARK]
+    assert proto.close_code == 1002
+
+
+def test_invalid_state_is_a_runtime_error_for_older_callers() -> None:
+    proto = server()
+    proto.send_close()
+    with pytest.raises(protocol.InvalidState):
+        proto.send_ping()
+    assert issubclass(protocol.InvalidState, RuntimeError)
+
+
+def test_events_are_frozen_values() -> None:
+    import dataclasses
+
+    event = Close(1000, "x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.code = 1001  # type: ignore[misc]
+    assert Message("a") == Message("a") and not hasattr(Message("a"), "__dict__")
+
+
+class _BrokenExtension:
+    rsv1 = 0x40
+
+    def begin_message(self) -> None:
+        pass
+
+    def decode(self, payload: bytes, fin: bool, max_size: int | None) -> bytes:
+        raise KeyError("a bug in the extension")
+
+    def should_compress(self, size: int) -> bool:
+        return False
+
+    def encode(self, data: bytes) -> bytes:
+        return data
+
+    def encode_fragment(self, data: bytes, fin: bool) -> bytes:
+        return data
+
+
+def test_a_bug_in_an_extension_is_logged_and_fails_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proto = server(extension=_BrokenExtension())
+    fault = failure(proto.receive_data(frame(1, b"x", rsv=0x40)))
+    assert fault.code == 1011
+    assert "KeyError" in caplog.text

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from tests.test_protocol import FEEDS, failure, feed, frame, messages
+from tests.test_protocol import FEEDS, failure, feed, fragment, frame, messages, send
 from wsgiws.deflate import DeflateOptions, client_accept, client_offer, server_negotiate
 from wsgiws.protocol import Message, Protocol, Role
 
@@ -34,18 +34,18 @@ def raw_deflate(data: bytes) -> bytes:
 def test_messages_round_trip_both_ways(how: str) -> None:
     client, server = pair()
     texts = ["hello " * 50, "héllo wörld " * 30, "x", ""]
-    wire = b"".join(client.send_message(t) for t in texts)
+    wire = b"".join(send(client, t) for t in texts)
     assert wire[0] & 0x40  # RSV1 on a compressed message
     assert messages(feed(server, wire, how)) == texts
     data = bytes(range(256)) * 40
-    assert messages(feed(client, server.send_message(data), how)) == [data]
+    assert messages(feed(client, send(server, data), how)) == [data]
 
 
 @pytest.mark.parametrize("how", FEEDS)
 def test_context_takeover_across_messages(how: str) -> None:
     client, server = pair()
-    first = client.send_message("the same sentence, again and again " * 4)
-    second = client.send_message("the same sentence, again and again " * 4)
+    first = send(client, "the same sentence, again and again " * 4)
+    second = send(client, "the same sentence, again and again " * 4)
     assert len(second) < len(first)  # the second refers back to the first
     assert len(messages(feed(server, first + second, how))) == 2
 
@@ -112,14 +112,12 @@ def test_bomb_fed_one_byte_at_a_time() -> None:
 
 def test_small_messages_go_uncompressed() -> None:
     client, _ = pair()
-    assert not client.send_message("hi")[0] & 0x40
+    assert not send(client, "hi")[0] & 0x40
 
 
 def test_streamed_compressed_message() -> None:
     client, server = pair()
-    wire = client.send_fragment("part one, ", fin=False) + client.send_fragment(
-        "part two", fin=True
-    )
+    wire = fragment(client, "part one, ", fin=False) + fragment(client, "part two", fin=True)
     assert messages(server.receive_data(wire)) == ["part one, part two"]
 
 
@@ -127,5 +125,5 @@ def test_no_context_takeover_both_ways() -> None:
     options = DeflateOptions(server_no_context_takeover=True, client_no_context_takeover=True)
     client, server = pair(options)
     for _ in range(3):
-        assert messages(server.receive_data(client.send_message("abc" * 100))) == ["abc" * 100]
-        assert messages(client.receive_data(server.send_message("xyz" * 100))) == ["xyz" * 100]
+        assert messages(server.receive_data(send(client, "abc" * 100))) == ["abc" * 100]
+        assert messages(client.receive_data(send(server, "xyz" * 100))) == ["xyz" * 100]

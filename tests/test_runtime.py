@@ -98,6 +98,7 @@ def pair(gevent_sockets: bool = False) -> tuple[WebSocket, WebSocket]:
     else:
         a, b = socket.socketpair()
     server = WebSocket(role=Role.SERVER, sock=a, ping_interval=None, close_timeout=2)
+    drain.register(server)  # what the middleware does when it accepts
     client = WebSocket(role=Role.CLIENT, sock=b, ping_interval=None, close_timeout=2)
     return server, client
 

@@ -12,6 +12,7 @@ from .exceptions import (
     HandshakeRejected,
     HijackError,
     InvalidHandshake,
+    InvalidState,
     InvalidURI,
     ReceiveTimeout,
     WebSocketError,
@@ -19,16 +20,18 @@ from .exceptions import (
 from .handshake import Reject
 from .middleware import WebSocketMiddleware, WebSocketOptions, run_session
 from .protocol import CloseCode
-from .websocket import WebSocket
+from .websocket import ConnectionState, WebSocket
 
 __all__ = [
     "CloseCode",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionState",
     "HandshakeRejected",
     "HijackError",
     "InvalidHandshake",
+    "InvalidState",
     "InvalidURI",
     "ReceiveTimeout",
     "Reject",

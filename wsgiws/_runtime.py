@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Runtime", "runtime_for"]
+__all__ = ["Runtime", "has_unread_data", "runtime_for"]
 
 
 class Lock(Protocol):
@@ -37,7 +37,7 @@ class Runtime(Protocol):
 
     def lock(self) -> Lock: ...
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer: ...
-    def spawn(self, func: Callable[[], None]) -> None: ...
+    def spawn(self, func: Callable[[], object]) -> None: ...
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` soon (from the event loop or a thread); it must not block."""
 
@@ -97,7 +97,7 @@ class GeventRuntime:
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
         return _GeventTimer(seconds, func)
 
-    def spawn(self, func: Callable[[], None]) -> None:
+    def spawn(self, func: Callable[[], object]) -> None:
         self._gevent.spawn(func)
 
     def call_soon(self, func: Callable[[], None]) -> None:
@@ -219,6 +219,22 @@ def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
     return bool(readable)
 
 
+def has_unread_data(sock: socket.socket) -> bool:
+    """Has the peer sent bytes nobody read yet? Never blocks; plain and TLS sockets alike.
+
+    (``recv(1, MSG_PEEK | MSG_DONTWAIT)`` would do on a plain socket, but an SSL
+    socket refuses flags with ValueError.) For TLS, decrypted bytes may wait in the
+    SSL object (``pending()``) while the OS socket itself is empty.
+    """
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True
+    try:
+        return _wait_readable(sock, 0.0)
+    except (OSError, ValueError):  # closed meanwhile (fileno -1)
+        return False
+
+
 class ThreadRuntime:
     name = "threads"
 
@@ -228,7 +244,7 @@ class ThreadRuntime:
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
         return _timer_thread.schedule(seconds, func)
 
-    def spawn(self, func: Callable[[], None]) -> None:
+    def spawn(self, func: Callable[[], object]) -> None:
         threading.Thread(target=func, daemon=True).start()
 
     def call_soon(self, func: Callable[[], None]) -> None:

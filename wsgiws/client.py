@@ -34,10 +34,11 @@ from .client_handshake import (
 )
 from .deflate import DeflateOptions
 from .exceptions import InvalidHandshake, InvalidURI
+from .http import HeadError, HeadReader, parse_response_head
 from .protocol import Role
 from .websocket import WebSocket
 
-__all__ = ["ClientWebSocket", "connect", "open_handshake", "use_gevent"]
+__all__ = ["ClientWebSocket", "client_websocket", "connect", "open_handshake", "use_gevent"]
 
 W = TypeVar("W", bound="ClientWebSocket")
 
@@ -148,19 +149,23 @@ def _proxy_tunnel(
             lines.append(f"Proxy-Authorization: Basic {token}")
         sock.settimeout(_remaining(deadline))
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
+        reader = HeadReader()
+        head = None
+        while head is None:
             sock.settimeout(_remaining(deadline))
             chunk = sock.recv(4096)
             if not chunk:
                 raise InvalidHandshake("the proxy closed the connection")
-            buf += chunk
-            if len(buf) > 65536:
-                raise InvalidHandshake("oversized proxy response")
-        status_line = buf.split(b"\r\n", 1)[0].decode("latin-1")
-        fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[1].startswith("2"):
-            raise InvalidHandshake(f"proxy refused CONNECT: {status_line!r}")
+            try:
+                head = reader.feed(chunk)
+                response = parse_response_head(head) if head is not None else None
+            except HeadError as exc:
+                raise InvalidHandshake(f"bad proxy response: {exc}") from None
+        assert response is not None
+        if not 200 <= response.status < 300:
+            raise InvalidHandshake(
+                f"proxy refused CONNECT: {response.status} {response.reason}".rstrip()
+            )
         return sock
     except BaseException:
         sock.close()
@@ -268,7 +273,7 @@ def connect(
     except BaseException:
         sock.close()
         raise
-    return _client_websocket(
+    return client_websocket(
         sock,
         result,
         target,
@@ -281,13 +286,14 @@ def connect(
     )
 
 
-def _client_websocket(
+def client_websocket(
     sock: socket.socket,
     result: HandshakeResult,
     target: WebSocketURI,
     cls: type[W],
     **options: Any,
 ) -> W:
+    """The client-side WebSocket (of class ``cls``) over ``sock`` once ``result`` was agreed."""
     ws = cls(
         role=Role.CLIENT,
         subprotocol=result.subprotocol,

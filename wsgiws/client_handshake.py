@@ -14,25 +14,24 @@ import base64
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
 
 from .deflate import DeflateOptions, NegotiationError, client_accept, client_offer
 from .exceptions import HandshakeRejected, InvalidHandshake, InvalidURI
 from .handshake import accept_key, header_tokens
+from .http import MAX_HEAD_SIZE, HeadError, HeadReader, parse_response_head
 from .protocol import Extension
 
 __all__ = [
     "ClientHandshake",
     "HandshakeResult",
     "WebSocketURI",
+    "header_list",
     "parse_uri",
 ]
 
-#: Largest response head (status line and headers) we read before giving up.
-MAX_HEAD_SIZE: Final = 64 * 1024
-MAX_HEADERS: Final = 256
 #: How much of a refusal's body is kept for the exception.
 MAX_BODY_SIZE: Final = 64 * 1024
 
@@ -110,7 +109,8 @@ def parse_uri(uri: str) -> WebSocketURI:
     return WebSocketURI(secure, host, port, resource, user_info)
 
 
-def _header_list(headers: HeadersLike | None) -> list[tuple[str, str]]:
+def header_list(headers: HeadersLike | None) -> list[tuple[str, str]]:
+    """Extra request headers as checked ``(name, value)`` pairs (ValueError if invalid)."""
     if headers is None:
         return []
     items = headers.items() if isinstance(headers, Mapping) else headers
@@ -134,7 +134,6 @@ class HandshakeResult:
     extension: Extension | None = None
     #: Bytes after the response head: the first frames from the server.
     leftover: bytes = b""
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class ClientHandshake:
@@ -167,7 +166,7 @@ class ClientHandshake:
         for name in self.subprotocols:
             if not name or any(c in name for c in ', \t\r\n;"') or not name.isprintable():
                 raise ValueError(f"invalid subprotocol name {name!r}")
-        self.extra_headers = _header_list(headers)
+        self.extra_headers = header_list(headers)
         for name, _ in self.extra_headers:
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name!r} is set by the WebSocket handshake itself")
@@ -177,7 +176,7 @@ class ClientHandshake:
         self.key = key if key is not None else base64.b64encode(os.urandom(16)).decode("ascii")
         self.max_head_size = max_head_size
         self.max_body_size = max_body_size
-        self._buf = bytearray()
+        self._reader = HeadReader(max_head_size)
         self._head: tuple[int, str, list[tuple[str, str]]] | None = None
         self._body = bytearray()
         self._body_left: int | None = None  # Content-Length still to come
@@ -221,11 +220,6 @@ class ClientHandshake:
 
     # --------------------------------------------------------------- response
 
-    @property
-    def complete(self) -> bool:
-        """True once :meth:`result` can answer."""
-        return self._done
-
     def receive_data(self, data: bytes) -> bool:
         """Feed bytes from the server; True once the response is complete.
 
@@ -235,12 +229,9 @@ class ClientHandshake:
             self.leftover += bytes(data)
             return True
         if self._head is None:
-            self._buf += data
-            self._parse_head()
+            data = self._parse_head(data)
             if self._head is None:
                 return False
-            data = bytes(self._buf)
-            self._buf.clear()
             if self._head[0] == 101:
                 self.leftover = data
                 self._done = True
@@ -254,31 +245,29 @@ class ClientHandshake:
         if self._head is None:
             raise InvalidHandshake(
                 "connection closed during the opening handshake"
-                + (f" after {len(self._buf)} bytes of response" if self._buf else "")
+                + (
+                    f" after {self._reader.buffered} bytes of response"
+                    if self._reader.buffered
+                    else ""
+                )
             )
         self._done = True
 
-    def _parse_head(self) -> None:
+    def _parse_head(self, data: bytes) -> bytes:
+        """Feed the head reader; once the final head is read, return the bytes after it."""
         while True:
-            buf = self._buf
-            end = buf.find(b"\r\n\r\n")
-            sep = 4
-            lf_end = buf.find(b"\n\n")
-            if lf_end != -1 and (end == -1 or lf_end < end):
-                end, sep = lf_end, 2
-            if end == -1:
-                if len(buf) > self.max_head_size:
-                    raise InvalidHandshake(f"response head longer than {self.max_head_size} bytes")
-                return
-            if end > self.max_head_size:
-                raise InvalidHandshake(f"response head longer than {self.max_head_size} bytes")
-            head = bytes(buf[:end]).decode("latin-1")
-            del buf[: end + sep]
-            status, reason, headers = _parse_response_head(head)
-            if 100 <= status < 200 and status != 101:
+            try:
+                head = self._reader.feed(data)
+                if head is None:
+                    return b""
+                parsed = parse_response_head(head)
+            except HeadError as exc:
+                raise InvalidHandshake(f"bad response: {exc}") from None
+            data = self._reader.rest
+            if 100 <= parsed.status < 200 and parsed.status != 101:
                 continue  # interim (100 Continue, 103 Early Hints): the real answer follows
-            self._head = (status, reason, headers)
-            return
+            self._head = (parsed.status, parsed.reason, parsed.headers)
+            return data
 
     def _take_body(self, data: bytes) -> None:
         assert self._head is not None
@@ -366,26 +355,6 @@ class ClientHandshake:
             except NegotiationError as exc:
                 raise InvalidHandshake(f"bad Sec-WebSocket-Extensions: {exc}") from None
         return HandshakeResult(status, reason, headers, subprotocol, extension, self.leftover)
-
-
-def _parse_response_head(head: str) -> tuple[int, str, list[tuple[str, str]]]:
-    lines = head.replace("\r\n", "\n").split("\n")
-    status_line = lines[0]
-    version, _, rest = status_line.partition(" ")
-    code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
-        raise InvalidHandshake(f"malformed HTTP status line: {status_line[:200]!r}")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise InvalidHandshake(f"more than {MAX_HEADERS} response headers")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            raise InvalidHandshake("obsolete header line folding in the response")
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or " " in name:
-            raise InvalidHandshake(f"malformed response header line: {line[:200]!r}")
-        headers.append((name, value.strip(" \t")))
-    return int(code), reason.strip(), headers
 
 
 def _get_list(headers: list[tuple[str, str]], name: str) -> list[str]:

@@ -142,16 +142,20 @@ def wait_closed(
 
 
 def register(ws: WebSocket) -> None:
-    """Called by a server-side WebSocket once open (its 101 is sent)."""
+    """Count ``ws`` among the open WebSockets until it closes.
+
+    The middleware calls it when it accepts a connection (its 101 is sent).
+    """
     with _lock:
         _open[id(ws)] = ws
         late = _draining
+    ws.add_close_callback(unregister)
     if late:  # accepted while the drain was starting: it goes too
         _close_later(ws)
 
 
 def unregister(ws: WebSocket) -> None:
-    """Called by a WebSocket once closed."""
+    """Forget ``ws`` (it closed)."""
     with _lock:
         _open.pop(id(ws), None)
 
@@ -167,10 +171,7 @@ def _close_later(ws: WebSocket) -> None:
         except Exception:  # the connection may already be failing: it ends either way
             logger.debug("wsgiws: closing %r during the drain failed", ws, exc_info=True)
 
-    rt = ws._rt
-    if rt is None:  # pragma: no cover - registered WebSockets are open
-        return
-    rt.spawn(close)
+    ws.spawn(close)
 
 
 def _reset() -> None:

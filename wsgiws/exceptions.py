@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .handshake import Reject
+from collections.abc import Sequence
+from typing import Final
 
 __all__ = [
     "ConnectionClosed",
@@ -11,6 +12,7 @@ __all__ = [
     "HandshakeRejected",
     "HijackError",
     "InvalidHandshake",
+    "InvalidState",
     "InvalidURI",
     "PolicyViolation",
     "ReceiveTimeout",
@@ -63,6 +65,14 @@ class PolicyViolation(WebSocketError):
         self.reason = reason
 
 
+class InvalidState(WebSocketError, RuntimeError):
+    """The operation is not allowed in the connection's state (sending after the close started).
+
+    A ``RuntimeError`` too, for code written against earlier versions. The
+    :class:`~wsgiws.WebSocket` turns it into :class:`ConnectionClosed` for its users.
+    """
+
+
 class ReceiveTimeout(WebSocketError, TimeoutError):
     """``receive(timeout=...)`` waited that long and no message came. The connection stays open."""
 
@@ -110,3 +120,46 @@ class HandshakeRejected(InvalidHandshake):
             text += f" {self.reason}"
         snippet = self.body[:200].decode("utf-8", "replace").strip()
         return text + (f" ({snippet})" if snippet else "")
+
+
+class Reject(Exception):
+    """Refuse a WebSocket request with an ordinary HTTP response.
+
+    Raised by the handshake for a bad request, and by handlers that refuse a
+    connection before accepting it (``raise Reject(403, "members only")``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers)
+
+    def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The WSGI status line, headers and body for this refusal."""
+        body = (self.reason or _REASONS.get(self.status, "Error")).encode("utf-8") + b"\n"
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            *self.headers,
+        ]
+        return f"{self.status} {_REASONS.get(self.status, 'Error')}", headers, body
+
+
+_REASONS: Final = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}

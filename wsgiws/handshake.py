@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .exceptions import Reject
 from .protocol import Extension
 
 __all__ = [
@@ -32,49 +33,6 @@ GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Negotiates an extension from the request's ``Sec-WebSocket-Extensions`` value:
 #: returns the response header value and the extension, or None to decline.
 ExtensionNegotiator = Callable[[str], "tuple[str, Extension] | None"]
-
-
-class Reject(Exception):
-    """Refuse a WebSocket request with an ordinary HTTP response.
-
-    Raised by the handshake for a bad request, and by handlers that refuse a
-    connection before accepting it (``raise Reject(403, "members only")``).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        reason: str = "",
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.headers = list(headers)
-
-    def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
-        """The WSGI status line, headers and body for this refusal."""
-        body = (self.reason or _REASONS.get(self.status, "Error")).encode("utf-8") + b"\n"
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            *self.headers,
-        ]
-        return f"{self.status} {_REASONS.get(self.status, 'Error')}", headers, body
-
-
-_REASONS: Final = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-}
 
 
 @dataclass

@@ -28,7 +28,7 @@ import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .exceptions import ConnectionClosed
@@ -132,7 +132,6 @@ class HubStats:
     overflows: int = 0  #: queue overflows (socket closed or oldest message dropped)
     #: per-publisher sequence gaps seen (messages another process published that never came)
     gaps: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class _Member:
@@ -426,10 +425,7 @@ class Hub:
             self._evict(member)
 
     def _spawn_sender(self, member: _Member) -> None:
-        rt = member.ws._rt
-        if rt is None:  # pragma: no cover - join() accepts
-            return
-        rt.spawn(lambda: self._drain(member))
+        member.ws.spawn(lambda: self._drain(member))
 
     def _drain(self, member: _Member) -> None:
         """The sender greenlet: write the member's queue, then end."""
@@ -472,9 +468,6 @@ class Hub:
             self.max_queue,
             self.overflow_code,
         )
-        rt = ws._rt
-        if rt is None:  # pragma: no cover
-            return
         code = self.overflow_code
 
         def close() -> None:
@@ -483,7 +476,7 @@ class Hub:
             except (ConnectionClosed, OSError):
                 pass
 
-        rt.spawn(close)
+        ws.spawn(close)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -1,28 +1,54 @@
-"""The sans-I/O WebSocket protocol engine (RFC 6455 sections 5 to 7).
+"""The sans-I/O WebSocket protocol engine (RFC 6455 sections 5 to 7): one connection's life.
 
-Bytes go in through :meth:`Protocol.receive_data`, events come out; frames to
-write come back from the ``send_*`` methods and :meth:`Protocol.data_to_send`.
-Nothing here touches a socket, a clock or a greenlet, so the same engine serves
-the server, the client and the in-process test client, and tests can feed it
-one byte at a time.
+Bytes from the peer go in through :meth:`Protocol.receive_data` (and the end of
+its stream through :meth:`Protocol.receive_eof`); events come out. Everything
+this side puts on the wire -- data frames, pings, pongs, close frames, and the
+end of our stream -- leaves through one output, :meth:`Protocol.data_to_send`.
+The engine decides what the closing handshake sends and which code describes
+the end (RFC 6455 7.1); the I/O layer only moves bytes, arms timers and ends
+sockets. Nothing here touches a socket, a clock or a greenlet, so the same
+engine serves the server, the client and the in-process test client, and tests
+can feed it one byte at a time. Frame encoding lives in :mod:`wsgiws.frames`.
 """
 
 from __future__ import annotations
 
 import codecs
 import enum
-import os
+import logging
 import struct
-from collections.abc import Callable
-from typing import ClassVar, Final
+from dataclasses import dataclass
+from typing import ClassVar, Final, Literal
 from typing import Protocol as _Interface
 
+from .exceptions import InvalidState
+from .frames import (
+    MAX_CONTROL_PAYLOAD,
+    OK_CLOSE_CODES,
+    Buffer,
+    CloseCode,
+    FrameError,
+    Opcode,
+    _apply_mask_python,
+    apply_mask,
+    check_header,
+    encode_close_payload,
+    frame,
+    frame_header,
+    is_valid_close_code,
+    parse_close_payload,
+    short_frame_header,
+)
+
 __all__ = [
+    "END_OF_STREAM",
     "OK_CLOSE_CODES",
+    "Buffer",
     "Close",
     "CloseCode",
     "Event",
     "Extension",
+    "InvalidState",
     "Message",
     "Opcode",
     "Ping",
@@ -31,47 +57,17 @@ __all__ = [
     "ProtocolFailure",
     "Role",
     "State",
+    "_apply_mask_python",
     "apply_mask",
+    "encode_close_payload",
     "is_valid_close_code",
 ]
 
+logger = logging.getLogger("wsgiws")
 
-class Opcode(enum.IntEnum):
-    CONTINUATION = 0x0
-    TEXT = 0x1
-    BINARY = 0x2
-    CLOSE = 0x8
-    PING = 0x9
-    PONG = 0xA
-
-
-class CloseCode(enum.IntEnum):
-    """Close codes of RFC 6455 section 7.4.1 and the IANA registry."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    NO_STATUS = 1005  # never on the wire: the close frame had no code
-    ABNORMAL = 1006  # never on the wire: the TCP connection ended without a close frame
-    INVALID_DATA = 1007
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    MANDATORY_EXTENSION = 1010
-    INTERNAL_ERROR = 1011
-    SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
-    BAD_GATEWAY = 1014
-    TLS_HANDSHAKE = 1015  # never on the wire
-
-
-#: Close codes that end a connection normally (iteration stops without an error).
-OK_CLOSE_CODES: Final = frozenset({1000, 1001, 1005})
-
-
-def is_valid_close_code(code: int) -> bool:
-    """True for a code that may appear in a close frame on the wire."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+#: In :meth:`Protocol.data_to_send`'s output: end our side of TCP (half-close) here.
+#: Frames are never empty, so an empty buffer cannot be mistaken for one.
+END_OF_STREAM: Final = b""
 
 
 class Role(enum.Enum):
@@ -79,81 +75,69 @@ class Role(enum.Enum):
     CLIENT = "client"
 
 
-class State(enum.IntEnum):
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
+class State(enum.Enum):
+    """Where the closing handshake stands (the opening one is done before an engine exists)."""
+
+    OPEN = 1  #: data flows both ways
+    CLOSING = 2  #: we sent a close frame and await the peer's
+    CLOSED = 3  #: both close frames were exchanged, the connection failed, or TCP ended
 
 
+#: Who ended a connection (see :class:`wsgiws.observer.CloseInitiator`).
+Initiator = Literal["local", "remote", "abnormal"]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Message:
     """A complete data message: ``str`` for text, ``bytes`` for binary."""
 
-    __slots__ = ("data",)
-
-    def __init__(self, data: str | bytes) -> None:
-        self.data = data
+    data: str | bytes
 
     def __repr__(self) -> str:
         return f"Message({self.data[:40]!r}{'...' if len(self.data) > 40 else ''})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and other.data == self.data
 
-    __hash__ = None  # type: ignore[assignment]
-
-
+@dataclass(frozen=True, slots=True)
 class Ping:
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __repr__(self) -> str:
-        return f"Ping({self.payload!r})"
+    payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
 class Pong:
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __repr__(self) -> str:
-        return f"Pong({self.payload!r})"
+    payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
 class Close:
-    """The peer's close frame arrived (``code`` is 1005 when it carried none)."""
+    """A close frame: the peer's (``code`` is 1005 when it carried none), or ours."""
 
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"Close({self.code}, {self.reason!r})"
+    code: int
+    reason: str
 
 
+@dataclass(frozen=True, slots=True)
 class ProtocolFailure:
-    """The peer broke the protocol; a close frame with ``code`` is queued to send."""
+    """The peer broke the protocol; input stops here.
 
-    __slots__ = ("code", "reason")
+    The engine fails the connection when the I/O layer calls :meth:`Protocol.fail`
+    with this code and reason, which it does once the messages that came before
+    the fault were delivered (they may still be answered).
+    """
 
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"ProtocolFailure({self.code}, {self.reason!r})"
+    code: int
+    reason: str
 
 
 Event = Message | Ping | Pong | Close | ProtocolFailure
 
 
 class Extension(_Interface):
-    """What the engine needs of a negotiated extension (permessage-deflate is the one)."""
+    """What the engine needs of a negotiated extension (permessage-deflate is the one).
+
+    ``decode`` reports bad input by raising an exception with ``code`` and ``reason``
+    attributes (:class:`wsgiws.deflate.DeflateError`); any other exception is a bug:
+    it is logged and the connection fails with 1011.
+    """
 
     rsv1: ClassVar[int]
 
@@ -173,50 +157,13 @@ class Extension(_Interface):
         """One piece of a streamed outgoing message, encoded."""
 
 
-class _Fail(Exception):
-    """Raised inside the parser; turned into a ProtocolFailure event."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-
-def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
-    """XOR ``data`` with the 4-byte ``mask``, in C-speed big-integer arithmetic."""
-    n = len(data)
-    if n == 0:
-        return b""
-    key = (mask * ((n >> 2) + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-
-
-apply_mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
-try:  # An optional C accelerator; the pure-Python version stays the reference.
-    if os.environ.get("WSGIWS_NO_EXTENSIONS", "") not in ("", "0"):
-        raise ImportError("C extensions disabled by WSGIWS_NO_EXTENSIONS")
-    from ._speedups import apply_mask  # type: ignore[import-not-found,no-redef,unused-ignore]
-except ImportError:  # pragma: no cover - depends on the build
-    apply_mask = _apply_mask_python
-
-
 _UTF8_DECODER: Final = codecs.getincrementaldecoder("utf-8")
-_PACK_H: Final = struct.Struct("!H").pack
-_PACK_Q: Final = struct.Struct("!Q").pack
 _UNPACK_H: Final = struct.Struct("!H").unpack_from
 _UNPACK_Q: Final = struct.Struct("!Q").unpack_from
-_MAX_CONTROL_PAYLOAD: Final = 125
 #: Outgoing payloads up to this size are copied behind their header (one buffer).
 _JOIN_LIMIT: Final = 16384
-#: A buffer to write: ``bytes``, or a ``memoryview`` of a large payload.
-Buffer = bytes | memoryview
-#: Server frame headers of final text/binary frames (RSV1 or not) with 7-bit lengths.
-_SHORT_HEADERS: Final = {
-    rsv | opcode: tuple(bytes((0x80 | rsv | opcode, n)) for n in range(126))
-    for rsv in (0x00, 0x40)
-    for opcode in (0x1, 0x2)
-}
 _OPEN: Final = State.OPEN
+_CLOSED: Final = State.CLOSED
 _DEFAULT_FRAGMENT_SIZE: Final = 1 << 20
 
 
@@ -241,17 +188,6 @@ def _partial_utf8_ok(pending: bytes) -> bool:
     return True
 
 
-def encode_close_payload(code: int, reason: str) -> bytes:
-    if code == CloseCode.NO_STATUS:
-        return b""
-    if not is_valid_close_code(code):
-        raise ValueError(f"close code {code} may not be sent on the wire")
-    payload = _PACK_H(code) + reason.encode("utf-8")
-    if len(payload) > _MAX_CONTROL_PAYLOAD:
-        raise ValueError("close reason is longer than 123 bytes in UTF-8")
-    return payload
-
-
 class Protocol:
     """One endpoint of a WebSocket connection after the opening handshake.
 
@@ -259,12 +195,16 @@ class Protocol:
     enforced from frame headers before the payload is buffered; ``None`` lifts it.
     ``max_fragments`` bounds the frames of one message (default: enough for
     64-byte fragments of a maximal message).
+
+    Once :attr:`state` is CLOSED, :attr:`close_code`, :attr:`close_reason` and
+    :attr:`close_initiator` say how the connection ended.
     """
 
     __slots__ = (
         "_allowed_rsv",
         "_buf",
         "_decoder",
+        "_eof_queued",
         "_expect_mask",
         "_frame_fin",
         "_frame_key",
@@ -282,8 +222,12 @@ class Protocol:
         "_out_fragmenting",
         "_pending_pongs",
         "_text_parts",
+        "close_code",
+        "close_initiator",
+        "close_reason",
         "close_received",
         "close_sent",
+        "eof_received",
         "extension",
         "failure",
         "fragment_size",
@@ -316,12 +260,12 @@ class Protocol:
         self._allowed_rsv = extension.rsv1 if extension is not None else 0
         self._buf: bytes | bytearray = b""  # unparsed input (b"" while empty: no allocation)
         self._need = 2  # bytes the parser needs before it can make progress
-        # The fragmented message being received: opcode 0 when none.
         # The data frame whose payload is arriving.
         self._frame_left = 0
         self._frame_fin = False
         self._frame_offset = 0
         self._frame_key: bytes | None = None
+        # The message being received: opcode 0 when none.
         self._msg_opcode = 0
         self._msg_compressed = False
         self._msg_size = 0
@@ -329,25 +273,31 @@ class Protocol:
         self._msg_parts: list[bytes] = []
         self._text_parts: list[str] = []
         self._decoder: codecs.IncrementalDecoder | None = None
-        # Outgoing.
-        self._out = b""  # pongs and a close reply owed to the peer
+        # Outgoing: the one output, and pings not answered yet.
+        self._out: list[Buffer] = []
         self._pending_pongs: list[bytes] = []
         self._out_fragmenting = False
         self._out_compressed = False
+        self._eof_queued = False
         self.close_sent: Close | None = None
         self.close_received: Close | None = None
+        self.eof_received = False
         self.failure: ProtocolFailure | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.close_initiator: Initiator | None = None
 
     # ------------------------------------------------------------------ receive
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes from the peer; return the events they complete.
 
-        After a :class:`ProtocolFailure` event the engine ignores further input;
-        the caller sends a close with the failure's code (:meth:`send_close`),
-        after delivering the messages that came before it, and ends TCP.
+        After a :class:`ProtocolFailure` event the engine ignores further input
+        (RFC 6455 7.1.7: "MUST NOT continue to attempt to process data"); the
+        I/O layer calls :meth:`fail` with its code once the messages before it
+        are delivered.
         """
-        if self.close_received is not None or self.failure is not None:
+        if self.close_received is not None or self.failure is not None or self.state is _CLOSED:
             return []  # nothing the peer sends after its close (or a failure) counts
         buf: bytes | bytearray
         if self._buf:
@@ -365,7 +315,7 @@ class Protocol:
         events: list[Event] = []
         try:
             pos = self._parse(buf, events)
-        except _Fail as exc:
+        except FrameError as exc:
             failure = ProtocolFailure(exc.code, exc.reason)
             self.failure = failure
             self._buf = b""
@@ -415,7 +365,7 @@ class Protocol:
             b0 = buf[pos]
             b1 = buf[pos + 1]
             if b1 & 0x80 != expect_mask:
-                raise _Fail(
+                raise FrameError(
                     CloseCode.PROTOCOL_ERROR,
                     "client frames must be masked"
                     if expect_mask
@@ -436,14 +386,14 @@ class Protocol:
                     return pos
                 (length,) = _UNPACK_Q(buf, pos + 2)
                 if length >> 63:
-                    raise _Fail(CloseCode.PROTOCOL_ERROR, "frame length has the top bit set")
+                    raise FrameError(CloseCode.PROTOCOL_ERROR, "frame length has the top bit set")
             # 0x81 / 0x82: a final text / binary frame without RSV bits, the usual frame.
             whole = b0 == 0x81 or b0 == 0x82
             if whole and not self._msg_opcode:
                 if limit is not None and length > limit:
-                    raise _Fail(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+                    raise FrameError(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
             else:
-                self._check_header(b0, b0 & 0x0F, b0 & 0x80, length)
+                self._check_header(b0, length)
             if expect_mask:
                 header += 4
             start = pos + header
@@ -462,7 +412,7 @@ class Protocol:
                     try:
                         events.append(Message(payload.decode("utf-8")))
                     except UnicodeDecodeError:
-                        raise _Fail(
+                        raise FrameError(
                             CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
                         ) from None
                 else:
@@ -507,39 +457,25 @@ class Protocol:
                 self._decoder = _UTF8_DECODER()
         self._msg_frames += 1
         if self.max_fragments is not None and self._msg_frames > self.max_fragments:
-            raise _Fail(CloseCode.MESSAGE_TOO_BIG, f"message has over {self.max_fragments} frames")
+            raise FrameError(
+                CloseCode.MESSAGE_TOO_BIG, f"message has over {self.max_fragments} frames"
+            )
         self._frame_left = length
         self._frame_fin = bool(fin)
         self._frame_offset = 0
 
-    def _check_header(self, b0: int, opcode: int, fin: int, length: int) -> None:
+    def _check_header(self, b0: int, length: int) -> None:
         """Validate a frame from its header alone, before its payload is buffered."""
-        rsv = b0 & 0x70
-        if opcode >= 8:
-            if opcode > 0xA:
-                raise _Fail(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-            if rsv:
-                raise _Fail(CloseCode.PROTOCOL_ERROR, "reserved bits set on a control frame")
-            if not fin:
-                raise _Fail(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
-            if length > _MAX_CONTROL_PAYLOAD:
-                raise _Fail(CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes")
-            return
-        if opcode > 2:
-            raise _Fail(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-        if rsv & ~self._allowed_rsv:
-            raise _Fail(CloseCode.PROTOCOL_ERROR, "reserved bits set with no extension negotiated")
-        if opcode == 0:
-            if not self._msg_opcode:
-                raise _Fail(CloseCode.PROTOCOL_ERROR, "continuation frame without a message")
-            if rsv:
-                raise _Fail(CloseCode.PROTOCOL_ERROR, "RSV1 set on a continuation frame")
-        elif self._msg_opcode:
-            raise _Fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented message")
+        check_header(b0, length, self._allowed_rsv, bool(self._msg_opcode))
         limit = self.max_message_size
+        opcode = b0 & 0x0F
         # A compressed payload is bounded again after inflation; its wire size cannot exceed it.
-        if limit is not None and (self._msg_size if opcode == 0 else 0) + length > limit:
-            raise _Fail(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+        if (
+            opcode < 8
+            and limit is not None
+            and (self._msg_size if opcode == 0 else 0) + length > limit
+        ):
+            raise FrameError(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
 
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode == Opcode.PING:
@@ -549,28 +485,23 @@ class Protocol:
         elif opcode == Opcode.PONG:
             events.append(Pong(payload))
         else:
-            close = self._parse_close(payload)
+            close = Close(*parse_close_payload(payload))
             self.close_received = close
-            # Echo the peer's code (RFC 6455 5.5.1); an empty close gets an empty reply.
-            self._queue_close(close.code, "")
-            self.state = State.CLOSED
             events.append(close)
-
-    @staticmethod
-    def _parse_close(payload: bytes) -> Close:
-        n = len(payload)
-        if n == 0:
-            return Close(CloseCode.NO_STATUS, "")
-        if n == 1:
-            raise _Fail(CloseCode.PROTOCOL_ERROR, "close frame with a 1-byte payload")
-        (code,) = _UNPACK_H(payload, 0)
-        if not is_valid_close_code(code):
-            raise _Fail(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
-        try:
-            reason = payload[2:].decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Fail(CloseCode.PROTOCOL_ERROR, "close reason is not valid UTF-8") from None
-        return Close(code, reason)
+            if self.close_sent is None:
+                # The peer closes first: pings before its close still get their pongs, then
+                # our reply echoes its code (RFC 6455 5.5.1; an empty close, an empty reply).
+                self._take_pongs()
+                self._queue_close(close.code, "")
+                self._end(close.code, close.reason, "remote")
+            else:
+                # The reply to our close. Our code describes the connection unless the peer
+                # answered with the same one (or none): then its reason is the fuller one.
+                ours = self.close_sent
+                if ours.code in (close.code, CloseCode.NO_STATUS):
+                    self._end(close.code, close.reason, "local")
+                else:
+                    self._end(ours.code, ours.reason, "local")
 
     def _message_chunk(self, chunk: bytes, last: bool, events: list[Event]) -> None:
         """A piece of the current message's payload; ``last`` ends the message."""
@@ -581,18 +512,25 @@ class Protocol:
                 chunk = self.extension.decode(
                     chunk, last, None if limit is None else limit - self._msg_size
                 )
-            except Exception as exc:  # DeflateError carries its code; anything else is corrupt
-                code = getattr(exc, "code", CloseCode.INVALID_DATA)
-                raise _Fail(code, getattr(exc, "reason", "invalid compressed data")) from None
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                reason = getattr(exc, "reason", None)
+                if isinstance(code, int) and isinstance(reason, str):
+                    raise FrameError(code, reason) from None  # bad input (DeflateError)
+                # Not the peer's fault: a bug must not pass for corrupt data (1007).
+                logger.exception("WebSocket extension %r failed", self.extension)
+                raise FrameError(CloseCode.INTERNAL_ERROR, "internal error in extension") from None
         self._msg_size += len(chunk)
         decoder = self._decoder
         if decoder is not None:
             try:
                 text = decoder.decode(chunk, last)
             except UnicodeDecodeError:
-                raise _Fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message") from None
+                raise FrameError(
+                    CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
+                ) from None
             if not last and not _partial_utf8_ok(decoder.getstate()[0]):
-                raise _Fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+                raise FrameError(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
             if text:
                 self._text_parts.append(text)
             if last:
@@ -623,45 +561,48 @@ class Protocol:
         """
         return self._frame_left
 
-    def receive_eof(self) -> None:
-        """The peer closed its side of the TCP connection."""
-        self.state = State.CLOSED
+    def receive_eof(self, reason: str = "the peer closed TCP without a close frame") -> None:
+        """The peer's stream ended: its FIN, or a lost connection (``reason`` says which).
+
+        Before the closing handshake completed this ends the connection (see
+        :meth:`abort`). A client ends its own side in turn: the server closes TCP
+        first (RFC 6455 7.1.1).
+        """
+        self.eof_received = True
+        self.abort(reason)
+        if self._is_client:
+            self._queue_eof()
+
+    def abort(self, reason: str) -> None:
+        """End the connection without (the rest of) a closing handshake: the I/O layer gave
+        up (a close timeout, a socket error). A no-op once closed.
+
+        Our close's code describes the end if we had sent one; else it is 1006 (abnormal).
+        """
+        if self.state is _CLOSED:
+            return
+        self._pending_pongs.clear()
+        ours = self.close_sent
+        if ours is not None:
+            self._end(ours.code, ours.reason, "local")
+        else:
+            self._end(CloseCode.ABNORMAL, reason, "abnormal")
 
     # --------------------------------------------------------------------- send
 
-    def _header(self, b0: int, n: int) -> bytes:
-        """A frame header: first byte ``b0``, payload length ``n``, mask bit for a client."""
-        mask_bit = 0x80 if self._is_client else 0
-        if n < 126:
-            return bytes((b0, mask_bit | n))
-        if n < 65536:
-            return bytes((b0, mask_bit | 126)) + _PACK_H(n)
-        return bytes((b0, mask_bit | 127)) + _PACK_Q(n)
-
-    def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
-        header = self._header((0x80 if fin else 0) | rsv | opcode, len(payload))
-        if self._is_client:
-            key = os.urandom(4)
-            return header + key + apply_mask(payload, key)
-        return header + payload
-
     def _check_can_send(self) -> None:
-        if self.state is not State.OPEN or self.close_sent is not None:
-            raise RuntimeError(f"cannot send data in state {self.state.name}")
+        if self.state is not _OPEN:
+            raise InvalidState(f"cannot send in state {self.state.name}")
 
-    def send_message(self, data: str | bytes | bytearray | memoryview) -> bytes:
-        """Frame a whole message (text for ``str``, binary otherwise); return the bytes to write."""
-        return b"".join(self.send_message_parts(data))
+    def send_message(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Queue a whole message (text for ``str``, binary otherwise).
 
-    def send_message_parts(self, data: str | bytes | bytearray | memoryview) -> list[Buffer]:
-        """Like :meth:`send_message`, but return the buffers to write, in order, unjoined.
-
-        A large payload is not copied behind its header: a caller with vectored
-        writes (``sendmsg``) saves a copy of the whole message.
+        A large payload is not copied behind its header: its frames leave as
+        separate buffers, for a writer with vectored writes (``sendmsg``).
         """
         if self.state is not _OPEN or self._out_fragmenting:
             self._check_can_send()
-            raise RuntimeError("a streamed message is in progress")
+            raise InvalidState("a streamed message is in progress")
         if isinstance(data, str):
             opcode = 0x1
             payload = data.encode()
@@ -675,34 +616,34 @@ class Protocol:
             payload = ext.encode(payload)
             n = len(payload)
             rsv = ext.rsv1
-        if self._is_client or n > self.fragment_size:
-            if n > self.fragment_size:
-                return self._fragment_parts(opcode, payload, rsv)
-            return [self._frame(opcode, payload, True, rsv)]
-        if n < 126:
-            return [_SHORT_HEADERS[rsv | opcode][n] + payload]
-        header = self._header(0x80 | rsv | opcode, n)
-        if n <= _JOIN_LIMIT:
-            return [header + payload]
-        return [header, payload]
+        out = self._out
+        if n > self.fragment_size:
+            self._fragment(opcode, payload, rsv)
+        elif self._is_client:
+            out.append(frame(opcode, payload, rsv=rsv, masked=True))
+        elif n < 126:
+            out.append(short_frame_header(rsv | opcode, n) + payload)
+        elif n <= _JOIN_LIMIT:
+            out.append(frame_header(0x80 | rsv | opcode, n, False) + payload)
+        else:
+            out += (frame_header(0x80 | rsv | opcode, n, False), payload)
 
-    def _fragment_parts(self, opcode: int, payload: bytes, rsv: int) -> list[Buffer]:
+    def _fragment(self, opcode: int, payload: bytes, rsv: int) -> None:
         size = self.fragment_size
         total = len(payload)
         view = memoryview(payload)
-        parts: list[Buffer] = []
+        out = self._out
+        client = self._is_client
         for i in range(0, total, size):
             piece = view[i : i + size]
             b0 = (0x80 if i + size >= total else 0) | (rsv | opcode if i == 0 else 0)
-            if self._is_client:
-                key = os.urandom(4)
-                parts.append(self._header(b0, len(piece)) + key + apply_mask(piece, key))
+            if client:
+                out.append(frame(b0 & 0x0F, piece, fin=bool(b0 & 0x80), rsv=b0 & 0x70, masked=True))
             else:
-                parts += (self._header(b0, len(piece)), piece)
-        return parts
+                out += (frame_header(b0, len(piece), False), piece)
 
-    def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> bytes:
-        """Frame one piece of a streamed message; the first piece decides text or binary."""
+    def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
+        """Queue one piece of a streamed message; the first piece decides text or binary."""
         self._check_can_send()
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         rsv = 0
@@ -718,61 +659,101 @@ class Protocol:
             assert ext is not None
             payload = ext.encode_fragment(payload, fin)
         self._out_fragmenting = not fin
-        return self._frame(opcode, payload, fin, rsv)
+        self._out.append(frame(opcode, payload, fin=fin, rsv=rsv, masked=self._is_client))
 
-    def send_ping(self, payload: bytes = b"") -> bytes:
+    def send_ping(self, payload: bytes = b"") -> None:
         self._check_can_send()
-        if len(payload) > _MAX_CONTROL_PAYLOAD:
+        if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError("ping payload over 125 bytes")
-        return self._frame(Opcode.PING, payload)
+        self._out.append(frame(Opcode.PING, payload, masked=self._is_client))
 
-    def send_pong(self, payload: bytes = b"") -> bytes:
-        self._check_can_send()
-        if len(payload) > _MAX_CONTROL_PAYLOAD:
-            raise ValueError("pong payload over 125 bytes")
-        return self._frame(Opcode.PONG, payload)
+    def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 7.1.2); a no-op once closing or closed.
 
-    def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> bytes:
-        """Start the closing handshake; return the close frame (``b""`` if one was sent already)."""
-        payload = encode_close_payload(code, reason)
-        if self.close_sent is not None or self.state is State.CLOSED:
-            return b""
-        self.close_sent = Close(code, reason)
-        self.state = State.CLOSED if self.close_received is not None else State.CLOSING
-        return self._frame(Opcode.CLOSE, payload)
+        A streamed message still unfinished cannot be completed: the close goes out
+        anyway (a control frame may come between fragments, 5.4).
+        """
+        encode_close_payload(code, reason)  # validate before changing anything
+        if self.state is not _OPEN:
+            return
+        self._take_pongs()  # pings that came before our close still get their pongs, first
+        self._queue_close(code, reason)
+        self.state = State.CLOSING
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): a close with ``code`` unless one was sent,
+        then the server ends TCP without waiting (7.1.1); a client waits for the server's FIN.
+
+        ``code`` 1006 sends no close frame (there is no way to write one). Input
+        is ignored from now on; a no-op once closed.
+        """
+        if self.state is _CLOSED:
+            return
+        self._pending_pongs.clear()
+        if self.close_sent is None and code != CloseCode.ABNORMAL:
+            self._queue_close(code, reason)
+        self._end(code, reason, "abnormal" if code == CloseCode.ABNORMAL else "local")
 
     def _queue_close(self, code: int, reason: str) -> None:
-        if self.close_sent is not None:
-            return
-        self._take_pongs()  # pings that came before the close still get their pongs, first
-        self._out += self.send_close(code, reason)
+        self.close_sent = Close(code, reason)
+        self._out.append(
+            frame(Opcode.CLOSE, encode_close_payload(code, reason), masked=self._is_client)
+        )
 
     def _take_pongs(self) -> None:
         pongs = self._pending_pongs
         if pongs:
-            if self.close_sent is None:
-                for payload in pongs:
-                    self._out += self._frame(Opcode.PONG, payload)
+            if self.state is _OPEN:
+                masked = self._is_client
+                self._out += [frame(Opcode.PONG, payload, masked=masked) for payload in pongs]
             pongs.clear()
 
-    def data_to_send(self) -> bytes:
-        """Bytes the engine owes the peer: pongs, a close reply.
+    def _queue_eof(self) -> None:
+        if not self._eof_queued:
+            self._eof_queued = True
+            self._out.append(END_OF_STREAM)
 
-        Every ping answered here gets its pong; pongs not taken before the next
+    def _end(self, code: int, reason: str, initiator: Initiator) -> None:
+        """The connection is over: record how; a server ends TCP first (RFC 6455 7.1.1)."""
+        self.state = State.CLOSED
+        self.close_code = code
+        self.close_reason = reason
+        self.close_initiator = initiator
+        if not self._is_client:
+            self._queue_eof()
+
+    def data_to_send(self) -> list[Buffer]:
+        """Everything to write, in order; :data:`END_OF_STREAM` (last) means half-close TCP.
+
+        Pings received are answered here; pongs not taken before the next
         :meth:`receive_data` call are superseded by newer pings (RFC 6455 5.5.3).
         """
         if self._pending_pongs:
             self._take_pongs()
-        if not self._out:
-            return b""
         out = self._out
-        self._out = b""
+        if not out:
+            return out
+        self._out = []
         return out
 
     @property
-    def owes_data(self) -> bool:
+    def has_output(self) -> bool:
         """True when :meth:`data_to_send` has something."""
         return bool(self._out or self._pending_pongs)
+
+    def close_expected(self) -> bool:
+        """Should the I/O layer wait (at most its close timeout) for the peer to end TCP?
+
+        True while our close awaits the peer's (CLOSING); once CLOSED, for a
+        client until the server's FIN, and for a server that failed or closed
+        before hearing the peer's close (it reads what comes until the peer's FIN,
+        so its close frame is not lost to a reset).
+        """
+        if self.state is _OPEN or self.eof_received:
+            return False
+        if self.state is State.CLOSING:
+            return True
+        return self._is_client or self.close_received is None
 
     @property
     def streaming(self) -> bool:
@@ -781,5 +762,4 @@ class Protocol:
 
     @property
     def closed(self) -> bool:
-        """True once both close frames were exchanged or the connection failed."""
-        return self.state is State.CLOSED or self.failure is not None
+        return self.state is _CLOSED

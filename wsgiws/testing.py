@@ -31,10 +31,11 @@ from types import EllipsisType
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from .client import ClientWebSocket, _client_websocket, open_handshake, use_gevent
-from .client_handshake import ClientHandshake, HeadersLike, _header_list, parse_uri
+from .client import ClientWebSocket, client_websocket, open_handshake, use_gevent
+from .client_handshake import ClientHandshake, HeadersLike, header_list, parse_uri
 from .deflate import DeflateOptions
 from .exceptions import HandshakeRejected, ReceiveTimeout
+from .http import HeadReader, RequestHead, parse_request_head
 from .servers.testing import ENVIRON_BUFFERED, ENVIRON_SOCKET
 
 __all__ = ["DEFAULT_RECEIVE_TIMEOUT", "TestClient", "TestWebSocket"]
@@ -45,8 +46,6 @@ DEFAULT_RECEIVE_TIMEOUT = 5.0
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 CookieSource = Mapping[str, str] | Any  # a mapping, or a Werkzeug/Flask test client
-
-_MAX_HEAD = 64 * 1024
 
 
 class TestWebSocket(ClientWebSocket):
@@ -132,8 +131,7 @@ class _InProcessServer:
             request = self._read_head()
             if request is None:
                 return
-            head, leftover = request
-            environ = self._environ(head, leftover)
+            environ = self._environ(*request)
             self._call_app(environ)
         except Exception as exc:
             self.error = exc
@@ -145,21 +143,18 @@ class _InProcessServer:
                 pass
             sock.close()
 
-    def _read_head(self) -> tuple[str, bytes] | None:
-        buf = b""
-        while b"\r\n\r\n" not in buf:
+    def _read_head(self) -> tuple[RequestHead, bytes] | None:
+        reader = HeadReader()
+        while True:
             chunk = self.sock.recv(65536)
             if not chunk:
                 return None
-            buf += chunk
-            if len(buf) > _MAX_HEAD:
-                raise ValueError("request head too long")
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        return head.decode("latin-1"), rest
+            head = reader.feed(chunk)  # HeadError (a ValueError) for a bad head
+            if head is not None:
+                return parse_request_head(head), reader.rest
 
-    def _environ(self, head: str, leftover: bytes) -> dict[str, Any]:
-        lines = head.split("\r\n")
-        method, target, version = lines[0].split(" ", 2)
+    def _environ(self, head: RequestHead, leftover: bytes) -> dict[str, Any]:
+        method, target, version = head.method, head.target, head.version
         path, _, query = target.partition("?")
         environ: dict[str, Any] = dict(self.base)
         environ.update(
@@ -177,14 +172,12 @@ class _InProcessServer:
                 ENVIRON_BUFFERED: leftover,
             }
         )
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            key = name.strip().upper().replace("-", "_")
+        for name, value in head.headers:
+            key = name.upper().replace("-", "_")
             if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                environ[key] = value.strip()
+                environ[key] = value
                 continue
             key = "HTTP_" + key
-            value = value.strip()
             environ[key] = f"{environ[key]},{value}" if key in environ else value
         return environ
 
@@ -285,7 +278,7 @@ class TestClient:
         self.secure = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.secure else 80)
-        self.headers = _header_list(headers)
+        self.headers = header_list(headers)
         self.cookies = cookies
         self.runtime = runtime
         self.timeout = timeout
@@ -359,7 +352,7 @@ class TestClient:
             raise ValueError(f"path must start with '/', got {path!r}")
         scheme = "wss" if self.secure else "ws"
         uri = parse_uri(f"{scheme}://{self._netloc()}{path}")
-        all_headers = self.headers + _header_list(headers)
+        all_headers = self.headers + header_list(headers)
         cookie_values = [
             value
             for value in (
@@ -411,7 +404,7 @@ class TestClient:
         except BaseException:
             client_sock.close()
             raise
-        ws = _client_websocket(
+        ws = client_websocket(
             client_sock,
             result,
             uri,

@@ -1,27 +1,40 @@
 """The connection layer: a :class:`WebSocket` over a (green) socket.
 
-One instance is one connection. Reading happens in whichever greenlet asks for
-something (a message, a pong, the peer's close), under a read lock, so an idle
-connection costs no greenlet of its own; keepalive uses timers. Sends are
-serialized by a send lock and always write whole frames.
+One instance is one connection. The sans-I/O engine (:mod:`wsgiws.protocol`)
+decides what goes on the wire and when the connection is over; this layer moves
+bytes, arms timers and ends the socket. Reading happens in whichever greenlet
+asks for something (a message, a pong, the peer's close), under a read lock, so
+an idle connection costs no greenlet of its own; keepalive uses timers
+(:mod:`wsgiws.keepalive`). Everything written leaves through :meth:`WebSocket._send`
+and :meth:`WebSocket._flush`, under the send lock, through one
+:class:`~wsgiws.writer.Writer`.
 """
 
 from __future__ import annotations
 
+import enum
+import json
 import logging
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
+from typing import Protocol as _Interface
 
-from . import drain as _drain
-from ._runtime import Lock, Runtime, Timer, runtime_for
-from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
+from ._runtime import Lock, Runtime, has_unread_data, runtime_for
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidState,
+    PolicyViolation,
+    ReceiveTimeout,
+)
+from .keepalive import Keepalive
+from .observer import ConnectionObserver
 from .protocol import (
     OK_CLOSE_CODES,
-    Buffer,
-    Close,
     CloseCode,
     Extension,
     Message,
@@ -29,25 +42,49 @@ from .protocol import (
     Protocol,
     ProtocolFailure,
     Role,
+    State,
 )
+from .writer import Writer
 
-__all__ = ["WebSocket"]
+__all__ = ["ConnectionState", "Opener", "PongWaiter", "WebSocket"]
 
 logger = logging.getLogger("wsgiws")
 
-#: Opens the connection: sends the 101 (server) and returns the socket and any
-#: bytes the peer sent behind its handshake that were already read.
-Opener = Callable[["WebSocket"], "tuple[socket.socket, bytes]"]
+
+class Opener(_Interface):
+    """Opens a server-side connection when it is accepted (the middleware's).
+
+    Called with the WebSocket: sends the ``101`` and returns the socket and any
+    bytes the peer sent behind its handshake that were already read. ``opened``
+    runs once the connection is open (registering it with the shutdown drain).
+    """
+
+    def __call__(self, ws: WebSocket) -> tuple[socket.socket, bytes]: ...
+    def opened(self, ws: WebSocket) -> None: ...
+
+
+class ConnectionState(enum.Enum):
+    UNACCEPTED = "unaccepted"  #: server side, before the 101: still HTTP
+    OPEN = "open"
+    CLOSING = "closing"  #: a close frame went out or came in; the end is near
+    CLOSED = "closed"  #: over: ``close_code`` says how
+
 
 _READ_SIZE: Final = 65536
 #: Messages kept for receive() that arrive after our close frame.
 _CLOSING_BACKLOG: Final = 64
 _MAX_READ_SIZE: Final = 1 << 18  # one read of a large frame's payload takes at most this
 _YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
-#: Most bytes of frames held back to go out with the next write (see WebSocket._cork).
-_CORK_LIMIT: Final = 65536
-#: Buffers per sendmsg call (the system's limit, IOV_MAX, is 1024 on Linux).
-_MAX_PARTS: Final = 256
+#: Received messages kept unread beyond which keepalive stops reading (it only looks).
+_KEEPALIVE_READ_LIMIT: Final = 256
+_CLOSED: Final = State.CLOSED
+_OPEN: Final = State.OPEN
+
+
+def _payload_size(data: str | bytes | bytearray | memoryview) -> int:
+    if isinstance(data, str):
+        return len(data) if data.isascii() else len(data.encode("utf-8"))
+    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 class WebSocket:
@@ -59,7 +96,7 @@ class WebSocket:
     ``send`` or ``ping`` accepts it (answers ``101``), or call :meth:`accept`
     explicitly, e.g. to pick a subprotocol. Until then a handler may still
     refuse the request with an HTTP response (``raise Reject(403)``, or
-    ``abort(403)`` in Flask).
+    ``abort(403)`` in Flask). Constructing one does no I/O.
     """
 
     # Slots keep an idle connection small; ``__dict__`` still takes any other attribute
@@ -69,13 +106,11 @@ class WebSocket:
         "__weakref__",
         "_bytes_in",
         "_close_callbacks",
-        "_closed",
-        "_closing_started",
-        "_corked",
-        "_corked_size",
+        "_finished",
         "_handed_out",
         "_incoming",
-        "_keepalive_timer",
+        "_keepalive",
+        "_leftover",
         "_opener",
         "_pending_failure",
         "_pong_waiters",
@@ -86,13 +121,16 @@ class WebSocket:
         "_rt",
         "_send_lock",
         "_sock",
+        "_writer",
         "close_code",
         "close_reason",
         "close_timeout",
         "environ",
         "extension",
+        "latency",
         "max_fragments",
         "max_message_size",
+        "observer",
         "offered_subprotocols",
         "ping_interval",
         "ping_timeout",
@@ -116,6 +154,7 @@ class WebSocket:
         opener: Opener | None = None,
         sock: socket.socket | None = None,
         leftover: bytes = b"",
+        observer: ConnectionObserver | None = None,
     ) -> None:
         self.role = role
         #: The WSGI environ of the upgrade request (empty for a client).
@@ -129,26 +168,30 @@ class WebSocket:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
+        #: Told about this connection's life (see :mod:`wsgiws.observer`); set it before accepting.
+        self.observer = observer
+        #: Seconds the last keepalive (or ``ping()``) round trip took; 0.0 until one was measured.
+        self.latency = 0.0
         #: Close code and reason once closed (see :class:`ConnectionClosed` for their meaning).
         self.close_code: int | None = None
         self.close_reason: str = ""
         self._opener = opener
         self._sock: socket.socket | None = None
         self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
-        self._corked: list[Buffer] | None = None  # frames not written yet (see _cork)
-        self._corked_size = 0
+        self._writer: Writer
         self._proto: Protocol | None = None
         self._rt: Runtime | None = None
+        self._finished = False
         # Messages received, not yet handed out: () while there are none to save memory.
         self._incoming: deque[str | bytes] | tuple[()] = ()
-        self._closed = False
-        self._closing_started = False
+        self._leftover = b""  # bytes read with the handshake, parsed by the first read
         self._bytes_in = 0
         self._handed_out = 0
+        # A failure found behind messages not yet handed out: applied once they are taken.
         self._pending_failure: ProtocolFailure | None = None
         self._read_waiters = 0
-        self._pong_waiters: list[tuple[bytes, list[bool]]] = []
-        self._keepalive_timer: Timer | None = None
+        self._pong_waiters: list[tuple[bytes, float, list[bool]]] = []
+        self._keepalive: Keepalive | None = None
         self._close_callbacks: list[Callable[[WebSocket], object]] | None = None
         self._read_lock: Lock
         self._send_lock: Lock
@@ -156,6 +199,14 @@ class WebSocket:
             self._open(sock, leftover)
 
     # ----------------------------------------------------------------- opening
+
+    @property
+    def state(self) -> ConnectionState:
+        if self._finished:
+            return ConnectionState.CLOSED
+        if self._proto is None:
+            return ConnectionState.UNACCEPTED
+        return ConnectionState.OPEN if self._proto.state is _OPEN else ConnectionState.CLOSING
 
     @property
     def accepted(self) -> bool:
@@ -170,7 +221,7 @@ class WebSocket:
         if self._proto is not None:
             return
         if self._opener is None:
-            raise RuntimeError("this WebSocket has no handshake to answer")
+            raise InvalidState("this WebSocket has no handshake to answer")
         if subprotocol is not None:
             if subprotocol not in self.offered_subprotocols:
                 raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
@@ -178,6 +229,7 @@ class WebSocket:
         opener, self._opener = self._opener, None
         sock, leftover = opener(self)
         self._open(sock, leftover)
+        opener.opened(self)
 
     def _open(self, sock: socket.socket, leftover: bytes) -> None:
         rt = runtime_for(sock)
@@ -186,6 +238,8 @@ class WebSocket:
         self._send_lock = rt.lock()
         self._sock = sock
         self._raw_sock = rt.raw_socket(sock)
+        self._writer = Writer(sock, self._raw_sock)
+        self._leftover = leftover
         self._proto = Protocol(
             self.role,
             max_message_size=self.max_message_size,
@@ -193,17 +247,26 @@ class WebSocket:
             extension=self.extension,
         )
         if self.ping_interval:
-            self._keepalive_timer = rt.call_later(self.ping_interval, self._keepalive_ping)
-        if self.role is Role.SERVER:
-            _drain.register(self)
-        if leftover:
-            self._feed(leftover)
+            self._keepalive = Keepalive(rt, self, self.ping_interval, self.ping_timeout)
+            self._keepalive.start()
+        if self.observer is not None:
+            self.observer.opened(self)
 
     def _ensure_open(self) -> Protocol:
         if self._proto is None:
             self.accept()
         assert self._proto is not None
         return self._proto
+
+    def spawn(self, func: Callable[[], object]) -> None:
+        """Run ``func()`` in a new greenlet or thread, the way this connection does I/O.
+
+        For code that acts on a connection from elsewhere (the hub's senders, the
+        drain's closes) and must not block its caller. The connection must be open.
+        """
+        if self._rt is None:
+            raise InvalidState("the WebSocket is not accepted yet")
+        self._rt.spawn(func)
 
     # ----------------------------------------------------------------- receive
 
@@ -220,13 +283,11 @@ class WebSocket:
             if self._proto is None:
                 self.accept()
             deadline = None if timeout is None else time.monotonic() + timeout
-            if self._corked is not None:
-                self._flush_cork()  # replies must not wait for the peer's next message
             while not self._incoming:
-                if self._closed:
+                if self._finished:
                     raise self._closed_exception()
                 if self._pending_failure is not None:
-                    self._fail(self._pending_failure)
+                    self._fail(self._pending_failure.code, self._pending_failure.reason)
                     continue
                 self._read(deadline)
             incoming = self._incoming
@@ -235,11 +296,15 @@ class WebSocket:
         if self._handed_out >= _YIELD_EVERY:
             # A peer that keeps our buffer full never makes recv block; yield anyway.
             self._handed_out = 0
-            if self._corked is not None:
-                self._flush_cork()
+            if self._writer.holding:
+                self._flush()
             assert self._rt is not None
             self._rt.cooperate()
         return message
+
+    def receive_json(self, timeout: float | None = None) -> Any:
+        """The next message (text or binary), decoded as JSON; ``ValueError`` if it is not."""
+        return json.loads(self.receive(timeout))
 
     def __iter__(self) -> Iterator[str | bytes]:
         """Messages until the connection closes; a normal close ends the loop quietly."""
@@ -262,35 +327,19 @@ class WebSocket:
             finally:
                 self._read_waiters -= 1
         try:
-            if self._incoming or self._closed or self._pending_failure is not None:
+            if self._incoming or self._finished or self._pending_failure is not None:
                 return
-            assert self._rt is not None and self._sock is not None
-            raw = self._raw_sock
-            size = _READ_SIZE
-            pending = self._proto.payload_pending if self._proto is not None else 0
-            if pending > _READ_SIZE:
-                size = min(pending, _MAX_READ_SIZE)
-            try:
-                if raw is None:
-                    timeout = None if deadline is None else deadline - time.monotonic()
-                    data = self._rt.recv(self._sock, size, timeout)
-                else:
-                    while True:
-                        try:
-                            data = raw.recv(size)
-                            break
-                        except BlockingIOError:
-                            self._handed_out = 0  # we wait: other connections get their turn
-                            self._incoming = ()  # and may stay idle: drop the empty deque
-                            timeout = None if deadline is None else deadline - time.monotonic()
-                            self._rt.wait_readable(self._sock, timeout)
-            except TimeoutError:
-                raise ReceiveTimeout from None
-            except OSError as exc:
-                self._connection_lost(f"socket error: {exc}", reading=True)
-                return
+            if self._writer.holding:
+                self._flush()  # replies must not wait for the peer's next message
+            data: bytes | None = self._leftover
+            if data:
+                self._leftover = b""
+            else:
+                data = self._recv(deadline)
+                if data is None:
+                    return
             if not data:
-                self._connection_lost("the peer closed TCP without a close frame", reading=True)
+                self._lost("the peer closed TCP without a close frame", reading=True)
                 return
             self._feed(data)
         finally:
@@ -298,90 +347,85 @@ class WebSocket:
             if self._read_waiters and self._rt is not None:
                 self._rt.cooperate()  # hand the lock over to the waiting greenlet
 
+    def _recv(self, deadline: float | None) -> bytes | None:
+        """One recv (the read lock is held): None when the connection was lost meanwhile."""
+        assert self._rt is not None and self._sock is not None and self._proto is not None
+        raw = self._raw_sock
+        size = _READ_SIZE
+        pending = self._proto.payload_pending
+        if pending > _READ_SIZE:
+            size = min(pending, _MAX_READ_SIZE)
+        try:
+            if raw is None:
+                timeout = None if deadline is None else deadline - time.monotonic()
+                return self._rt.recv(self._sock, size, timeout)
+            while True:
+                try:
+                    return raw.recv(size)
+                except BlockingIOError:
+                    self._handed_out = 0  # we wait: other connections get their turn
+                    self._incoming = ()  # and may stay idle: drop the empty deque
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    self._rt.wait_readable(self._sock, timeout)
+        except TimeoutError:
+            raise ReceiveTimeout from None
+        except OSError as exc:
+            self._lost(f"socket error: {exc}", reading=True)
+            return None
+
     def _feed(self, data: bytes) -> None:
+        """Bytes from the peer into the engine; its events to their places (read lock held)."""
         proto = self._proto
         assert proto is not None
         self._bytes_in += len(data)
-        events = proto.receive_data(data)
-        if proto.owes_data:
-            self._flush_owed(wait=False)
-        for event in events:
+        keep = proto.close_sent is None  # after our close, only a bounded few (see below)
+        observer = self.observer
+        for event in proto.receive_data(data):
             if type(event) is Message:
+                if observer is not None:
+                    try:
+                        if not observer.message_received(
+                            self, type(event.data) is str, _payload_size(event.data)
+                        ):
+                            continue
+                    except PolicyViolation as exc:
+                        self._failed(ProtocolFailure(exc.code, exc.reason), "policy violation")
+                        break
                 # Messages the peer sent before it saw our close frame (they cross on the
                 # wire; RFC 6455 5.5.1 lets it finish sending first) still reach a reader,
                 # a bounded few: nobody may be reading any more.
-                if not self._closing_started or len(self._incoming) < _CLOSING_BACKLOG:
+                if keep or len(self._incoming) < _CLOSING_BACKLOG:
                     if not self._incoming:
                         self._incoming = deque()
                     self._incoming.append(event.data)
             elif type(event) is Pong:
                 self._pong_arrived(event.payload)
-            elif type(event) is Close:
-                self._peer_closed(event)
             elif type(event) is ProtocolFailure:
-                logger.info("WebSocket %s failed (%d): %s", self._path(), event.code, event.reason)
-                if self._incoming:
-                    # Messages that came before the fault are delivered first (and may be
-                    # answered); the connection fails once they are taken.
-                    self._pending_failure = event
-                else:
-                    self._fail(event, reading=True)
+                self._failed(event, "failed")
+        self._settle(reading=True)
 
-    def _fail(self, failure: ProtocolFailure, *, reading: bool = False) -> None:
-        """Fail the connection: a close frame with the failure's code, then end TCP."""
-        self._pending_failure = None
-        proto = self._proto
-        assert proto is not None
-        if self._send_lock.acquire(timeout=self.close_timeout):
-            try:
-                frame = proto.send_close(failure.code, failure.reason)
-                if frame:
-                    self._write(frame)
-            except ConnectionClosed:
-                pass
-            finally:
-                self._send_lock.release()
-        self._finish(failure.code, failure.reason, reading=reading)
-
-    def _flush_owed(self, *, wait: bool) -> None:
-        """Write the pongs or close reply the engine owes the peer.
-
-        Without ``wait``, a busy send lock means a sender is writing: it flushes
-        them when it is done (see :meth:`send`), and reading goes on meanwhile.
-        """
-        lock = self._send_lock
-        if not (lock.acquire(timeout=self.close_timeout) if wait else lock.acquire(blocking=False)):
-            return
-        try:
+    def _failed(self, failure: ProtocolFailure, what: str) -> None:
+        logger.info("WebSocket %s %s (%d): %s", self._path(), what, failure.code, failure.reason)
+        if self._incoming:
+            # Messages that came before the fault are delivered first (and may be
+            # answered); the connection fails once they are taken.
+            self._pending_failure = failure
+        else:
             assert self._proto is not None
-            owed = self._proto.data_to_send()
-            if owed:
-                self._write(owed)
-        except ConnectionClosed:
-            pass
-        finally:
-            lock.release()
+            self._proto.fail(failure.code, failure.reason)
 
     def _pong_arrived(self, payload: bytes) -> None:
         # A pong answers the ping with its payload and, implicitly, every earlier ping.
         waiters = self._pong_waiters
-        for index, (expected, _) in enumerate(waiters):
+        for index, (expected, sent_at, _) in enumerate(waiters):
             if expected == payload:
-                for _, earlier in waiters[: index + 1]:
+                for _, _, earlier in waiters[: index + 1]:
                     earlier.append(True)
                 del waiters[: index + 1]
+                self.latency = time.monotonic() - sent_at
+                if self.observer is not None:
+                    self.observer.pong_received(self, self.latency)
                 break
-
-    def _peer_closed(self, close: Close) -> None:
-        proto = self._proto
-        assert proto is not None
-        if proto.owes_data:  # our close reply must go out before TCP ends
-            self._flush_owed(wait=True)
-        if proto.close_sent is not None and proto.close_sent.code not in (close.code, 1005):
-            # We closed first: our code is the one that describes this connection.
-            self._finish(proto.close_sent.code, proto.close_sent.reason, reading=True)
-        else:
-            self._finish(close.code, close.reason, reading=True)
 
     # -------------------------------------------------------------------- send
 
@@ -390,194 +434,213 @@ class WebSocket:
         proto = self._proto
         if proto is None:
             proto = self._ensure_open()
-        with self._send_lock:
-            try:
-                parts = proto.send_message_parts(message)
-            except RuntimeError:
-                raise self._closed_exception() from None
-            if len(parts) > 1:
-                self._write_parts(parts)
-            elif (
-                self._incoming
-                and self._raw_sock is not None
-                and self._corked_size + len(parts[0]) <= _CORK_LIMIT
-            ):
-                self._cork(parts[0])
-            else:
-                self._write(parts[0])
-        if proto.owes_data:  # a reader left pongs for us while we held the lock
-            self._flush_owed(wait=False)
+        # Replies to pipelined messages the handler has yet to take may go out together.
+        self._send(proto.send_message, (message,), None, bool(self._incoming))
+        if self.observer is not None:
+            self.observer.message_sent(self, isinstance(message, str), _payload_size(message))
+
+    def send_json(self, obj: Any) -> None:
+        """Send ``obj`` as JSON in a text message (compact: no spaces after separators)."""
+        self.send(json.dumps(obj, separators=(",", ":")))
 
     def send_stream(self, chunks: Iterable[str | bytes]) -> None:
         """Send an iterable of chunks as one fragmented message (all ``str`` or all bytes).
 
         Other senders wait until the whole message is out, as the protocol requires.
+        If the iterable raises midway, half a message is on the wire and only its
+        continuation may follow: the connection fails with 1011 and the error propagates.
         """
         proto = self._ensure_open()
-        stream_broken = False
+        size = 0
+        kind: type | None = None
+        closed = False
+        self._send_lock.acquire()
         try:
-            with self._send_lock:
-                previous: str | bytes | None = None
-                kind: type | None = None
-                try:
-                    for chunk in chunks:
-                        if kind is None:
-                            kind = str if isinstance(chunk, str) else bytes
-                        elif isinstance(chunk, str) != (kind is str):
-                            raise TypeError("a streamed message mixes text and binary chunks")
-                        if previous is not None:
-                            self._write(proto.send_fragment(previous, fin=False))
-                        previous = chunk
-                    if previous is None:
-                        previous = ""  # an empty iterable sends an empty text message
-                    self._write(proto.send_fragment(previous, fin=True))
-                except ConnectionClosed:
-                    raise
-                except BaseException:
-                    if proto.close_sent is not None or self._closed:
-                        raise self._closed_exception() from None
-                    if proto.streaming:
-                        # Half a message is on the wire and only its continuation may follow:
-                        # the connection cannot go on. Say so, then end it.
-                        stream_broken = True
-                        try:
-                            self._write(proto.send_close(CloseCode.INTERNAL_ERROR, "stream failed"))
-                        except ConnectionClosed:
-                            pass
-                    raise
+            previous: str | bytes | None = None
+            try:
+                for chunk in chunks:
+                    if kind is None:
+                        kind = str if isinstance(chunk, str) else bytes
+                    elif isinstance(chunk, str) != (kind is str):
+                        raise TypeError("a streamed message mixes text and binary chunks")
+                    if previous is not None:
+                        proto.send_fragment(previous, fin=False)
+                        self._write(proto.data_to_send())
+                    size += _payload_size(chunk)
+                    previous = chunk
+                if previous is None:
+                    previous = ""  # an empty iterable sends an empty text message
+                proto.send_fragment(previous, fin=True)
+                self._write(proto.data_to_send())
+            except (InvalidState, ConnectionClosed):
+                closed = True
+            except BaseException:
+                if proto.streaming:
+                    proto.fail(CloseCode.INTERNAL_ERROR, "stream failed")
+                    try:
+                        self._write(proto.data_to_send())
+                    except ConnectionClosed:
+                        pass
+                raise
         finally:
-            if stream_broken:
-                self._finish(CloseCode.INTERNAL_ERROR, "a streamed message failed midway")
+            self._send_lock.release()
+            self._settle()
+        if closed:
+            raise self._closed_exception()
+        if self.observer is not None:
+            self.observer.message_sent(self, kind is not bytes, size)
 
     def ping(self, payload: bytes = b"") -> PongWaiter:
         """Send a ping; the returned waiter's ``wait(timeout)`` is True once its pong came."""
         proto = self._ensure_open()
         flag: list[bool] = []
-        with self._send_lock:
-            try:
-                frame = proto.send_ping(payload)
-            except RuntimeError:
-                raise self._closed_exception() from None
-            self._pong_waiters.append((payload, flag))
-            self._write(frame)
+        self._ping(proto, payload, flag, None)
         return PongWaiter(self, flag)
 
-    def _cork(self, frame: Buffer) -> None:
-        """Hold ``frame`` back to go out with the next write; the send lock is held.
+    def _ping(
+        self, proto: Protocol, payload: bytes, flag: list[bool], deadline: float | None
+    ) -> bool:
+        waiter = (payload, time.monotonic(), flag)
+        self._pong_waiters.append(waiter)  # before the ping leaves: its pong may come at once
+        try:
+            sent = self._send(proto.send_ping, (payload,), deadline)
+        except BaseException:
+            if waiter in self._pong_waiters:
+                self._pong_waiters.remove(waiter)
+            raise
+        if not sent and waiter in self._pong_waiters:
+            self._pong_waiters.remove(waiter)
+        return sent
 
-        Only while the handler still has received messages to take (it is answering
-        a batch of pipelined messages): their replies then leave in one system call
-        instead of one each. The next write, the next read from the socket, a fairness
-        yield or, failing all those, a hub callback writes them.
+    def _send(
+        self,
+        queue: Callable[..., None],
+        args: tuple[Any, ...],
+        deadline: float | None = None,
+        hold: bool = False,
+    ) -> bool:
+        """The one way frames are sent: ``queue(*args)`` adds them to the engine's output,
+        which is written under the send lock; then the connection settles.
+
+        Waits for the send lock until ``deadline`` (None: as long as it takes); False
+        when it passed. Raises ``ConnectionClosed`` when the engine no longer sends.
+        ``hold``: a single frame may be held back for the next write (corking).
         """
-        if self._corked is None:
-            self._corked = [frame]
-            assert self._rt is not None
-            self._rt.call_soon(self._cork_deadline)
-        else:
-            self._corked.append(frame)
-        self._corked_size += len(frame)
+        proto = self._proto
+        assert proto is not None
+        lock = self._send_lock
+        if deadline is None:
+            lock.acquire()
+        elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        closed = False
+        try:
+            queue(*args)
+            self._write(proto.data_to_send(), hold)
+        except (InvalidState, ConnectionClosed):
+            closed = True
+        finally:
+            lock.release()
+        if proto.state is _CLOSED or proto.has_output:
+            self._settle()
+        if closed:
+            raise self._closed_exception()
+        return True
 
-    def _cork_deadline(self) -> None:
+    def _flush(self, timeout: float = 0.0) -> None:
+        """Write the engine's output (pongs, a close reply, held-back frames) under the send lock.
+
+        ``timeout`` 0: only if the lock is free; its holder writes what is queued when
+        it is done (it looks again after releasing the lock).
+        """
+        proto = self._proto
+        assert proto is not None
+        lock = self._send_lock
+        while True:
+            if not (lock.acquire(timeout=timeout) if timeout else lock.acquire(blocking=False)):
+                return
+            try:
+                self._write(proto.data_to_send())
+            except ConnectionClosed:
+                pass
+            finally:
+                lock.release()
+            if not proto.has_output:
+                return
+
+    def _write(self, parts: list[Any], hold: bool = False) -> None:
+        """Write ``parts`` (the send lock is held); ``ConnectionClosed`` if the socket failed."""
+        writer = self._writer
+        if hold and len(parts) == 1 and writer.can_hold(len(parts[0])):
+            if writer.hold(parts[0]):
+                assert self._rt is not None
+                self._rt.call_soon(self._hold_deadline)
+            return
+        try:
+            writer.write(parts)
+        except OSError as exc:
+            assert self._proto is not None
+            self._proto.abort(f"socket error while sending: {exc}")
+            raise ConnectionClosed(CloseCode.ABNORMAL) from None
+
+    def _hold_deadline(self) -> None:
         # Runs in the event loop once this greenlet blocked or yielded: must not block here.
-        if self._corked is not None and self._rt is not None:
-            self._rt.spawn(self._flush_cork)
+        # Failing every other flush (the next write or read, a fairness yield), this one.
+        if self._writer.holding and self._rt is not None:
+            self._rt.spawn(self._flush)
 
-    def _flush_cork(self) -> None:
-        try:
-            with self._send_lock:
-                if self._corked is not None:
-                    self._write(b"")
-        except ConnectionClosed:
-            pass
-
-    def _write(self, data: Buffer) -> None:
-        """Write held-back frames, then all of ``data``; the send lock is held."""
-        assert self._sock is not None
-        if self._corked is not None:
-            self._corked.append(data)
-            data = b"".join(self._corked)
-            self._corked = None
-            self._corked_size = 0
-        try:
-            raw = self._raw_sock
-            if raw is not None:
-                try:
-                    sent = raw.send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent == len(data):
-                    return
-                data = memoryview(data)[sent:]  # the rest waits for room in the send buffer
-            self._sock.sendall(data)
-        except OSError as exc:
-            self._connection_lost(f"socket error while sending: {exc}")
-            raise self._closed_exception() from None
-
-    def _write_parts(self, parts: list[Buffer]) -> None:
-        """Write ``parts`` (a frame's header and payload, or several frames) without joining
-        them; the send lock is held."""
-        assert self._sock is not None
-        if self._corked is not None:
-            parts = [b"".join(self._corked), *parts]
-            self._corked = None
-            self._corked_size = 0
-        raw = self._raw_sock
-        try:
-            for start in range(0, len(parts), _MAX_PARTS):
-                group = parts[start : start + _MAX_PARTS]
-                sent = 0
-                if raw is not None:
-                    try:
-                        sent = raw.sendmsg(group)
-                    except BlockingIOError:
-                        pass
-                for part in group:
-                    size = len(part)
-                    if sent >= size:
-                        sent -= size
-                        continue
-                    self._sock.sendall(memoryview(part)[sent:] if sent else part)
-                    sent = 0
-        except OSError as exc:
-            self._connection_lost(f"socket error while sending: {exc}")
-            raise self._closed_exception() from None
+    def _settle(self, *, reading: bool = False) -> None:
+        """After any engine call: write what it queued; finish once it says it is over."""
+        proto = self._proto
+        assert proto is not None
+        if proto.has_output:
+            self._flush()
+        if proto.state is _CLOSED and not self._finished:
+            self._finish(reading=reading)
 
     # ------------------------------------------------------------------- close
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection: send a close frame, wait up to ``close_timeout``
         for the peer's, then end TCP. Does nothing if already closed."""
-        if self._closed:
+        if self._finished:
             return
         proto = self._ensure_open()
         if self._pending_failure is not None:
-            self._fail(self._pending_failure)
+            self._fail(self._pending_failure.code, self._pending_failure.reason)
             return
         deadline = time.monotonic() + self.close_timeout
-        acquired = self._send_lock.acquire(timeout=self.close_timeout)
-        if not acquired:
-            # A send is stuck behind a peer that does not read: no clean close is possible.
-            self._finish(CloseCode.ABNORMAL, "send blocked while closing")
-            return
         try:
-            frame = proto.send_close(code, reason)
-            self._closing_started = True
-            if frame:
-                try:
-                    self._write(frame)
-                except ConnectionClosed:
-                    return
-        finally:
-            self._send_lock.release()
-        self._wait(lambda: self._closed, deadline)
-        if not self._closed:
-            self._finish(code, reason)
+            sent = self._send(proto.send_close, (code, reason), deadline)
+        except ConnectionClosed:
+            return
+        if not sent:
+            # A send is stuck behind a peer that does not read: no clean close is possible.
+            self._give_up("send blocked while closing")
+            return
+        self._wait(lambda: self._finished, deadline)
+        if not self._finished:
+            proto.abort("no close frame from the peer within close_timeout")
+            self._finish()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection: the engine queues the close; it goes out, then TCP ends."""
+        self._pending_failure = None
+        assert self._proto is not None
+        self._proto.fail(code, reason)
+        self._flush(timeout=self.close_timeout)
+        self._finish()
+
+    def _give_up(self, why: str) -> None:
+        """End the connection without writing anything more (the writer is stuck)."""
+        assert self._proto is not None
+        self._proto.fail(CloseCode.ABNORMAL, why)
+        self._finish(write=False)
 
     def _wait(self, condition: Callable[[], bool], deadline: float) -> bool:
         """Read until ``condition()`` holds or ``deadline`` passes."""
         while not condition():
-            if self._closed or time.monotonic() >= deadline:
+            if self._finished or time.monotonic() >= deadline:
                 return condition()
             try:
                 self._read(deadline)
@@ -585,22 +648,41 @@ class WebSocket:
                 return condition()
         return True
 
-    def _finish(self, code: int, reason: str, *, reading: bool = False) -> None:
-        """The WebSocket is over: record how, and end TCP.
+    def _lost(self, why: str, *, reading: bool = False) -> None:
+        logger.debug("WebSocket %s: %s", self._path(), why)
+        assert self._proto is not None
+        self._proto.receive_eof(why)
+        self._settle(reading=reading)
+
+    def _finish(self, *, reading: bool = False, write: bool = True) -> None:
+        """The WebSocket is over (the engine said so): record how, tell, and end TCP.
 
         ``reading``: the caller holds the read lock (so it may drain the socket).
+        ``write``: what the engine still has queued (a close reply) goes out first.
         """
-        if self._closed:
+        if self._finished:
             return
-        self._closed = True
-        self._closing_started = True
-        self.close_code = code
-        self.close_reason = reason
-        _drain.unregister(self)
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
+        self._finished = True
+        proto = self._proto
+        assert proto is not None
+        if write and (proto.has_output or self._writer.holding):
+            self._flush(timeout=self.close_timeout)
+        self.close_code = proto.close_code
+        self.close_reason = proto.close_reason
+        if self._keepalive is not None:
+            self._keepalive.stop()
+            self._keepalive = None
         self._run_close_callbacks()
+        if self.observer is not None:
+            try:
+                self.observer.closed(
+                    self,
+                    proto.close_code or CloseCode.ABNORMAL,
+                    proto.close_reason,
+                    proto.close_initiator or "abnormal",
+                )
+            except Exception:
+                logger.exception("observer of WebSocket %s raised", self._path())
         self._end_tcp(reading)
 
     def add_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
@@ -609,7 +691,7 @@ class WebSocket:
         Callbacks run in whichever greenlet or thread ends the connection and
         must not block; an exception in one is logged and the others still run.
         """
-        if self._closed:
+        if self._finished:
             self._call_close_callback(callback)
             return
         if self._close_callbacks is None:
@@ -631,43 +713,24 @@ class WebSocket:
         except Exception:
             logger.exception("close callback %r of WebSocket %s raised", callback, self._path())
 
-    def _connection_lost(self, why: str, *, reading: bool = False) -> None:
-        if not self._closed:
-            logger.debug("WebSocket %s: %s", self._path(), why)
-            self._finish(CloseCode.ABNORMAL, why, reading=reading)
-
     def _end_tcp(self, reading: bool) -> None:
-        """End TCP without losing our close frame to a reset.
+        """End TCP without losing our close frame to a reset (RFC 6455 7.1.1).
 
-        The server ends TCP first (RFC 6455 7.1.1): it half-closes, then reads
-        until the client's FIN, briefly. The client waits for the server's FIN
-        (up to ``close_timeout``), then closes its socket. If another greenlet is
-        reading the socket, we only shut it down, which wakes that reader.
-        ``reading``: the caller holds the read lock.
+        The engine already ended our side when it is ours to end first (a
+        server's). While it expects the peer to end TCP (``close_expected``), we
+        read and drop what comes until the peer's FIN: briefly for a server, up to
+        ``close_timeout`` for a client. If another greenlet is reading the socket,
+        we only shut it down, which wakes that reader. ``reading``: the caller
+        holds the read lock.
         """
         sock = self._sock
-        if sock is None:
-            return
+        proto = self._proto
+        assert sock is not None and proto is not None
         server = self.role is Role.SERVER
-        if server and self._proto is not None and self._proto.close_received is not None:
-            # The peer sent its close frame, so it sends nothing more: no unread data can
-            # turn our close into a reset. End at once (no half-close, no drain).
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        if server:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                return
         may_read = reading or self._read_lock.acquire(blocking=False)
         try:
-            if may_read:
-                self._read_until_eof(
-                    sock, min(self.close_timeout, 2.0) if server else self.close_timeout
-                )
+            if may_read and proto.close_expected():
+                self._read_until_eof(min(self.close_timeout, 2.0) if server else self.close_timeout)
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -678,107 +741,81 @@ class WebSocket:
             if may_read and not reading:
                 self._read_lock.release()
 
-    def _read_until_eof(self, sock: socket.socket, seconds: float) -> None:
+    def _read_until_eof(self, seconds: float) -> None:
         """Read and drop whatever arrives until the peer's FIN or ``seconds`` pass."""
-        assert self._rt is not None
+        assert self._rt is not None and self._sock is not None and self._proto is not None
         deadline = time.monotonic() + seconds
         try:
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._rt.recv(sock, _READ_SIZE, remaining):
+                if remaining <= 0:
+                    return
+                if not self._rt.recv(self._sock, _READ_SIZE, remaining):
+                    self._proto.receive_eof()
+                    self._flush()  # a client ends its side in turn
                     return
         except (OSError, TimeoutError):
             pass
 
     def _closed_exception(self) -> ConnectionClosed:
-        code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL
+        code = self.close_code
+        if code is None:  # the engine closed; finishing is under way in another greenlet
+            assert self._proto is not None
+            code = self._proto.close_code or CloseCode.ABNORMAL
         cls = ConnectionClosedOK if code in OK_CLOSE_CODES else ConnectionClosedError
-        return cls(code, self.close_reason)
+        return cls(code, self.close_reason if self.close_code is not None else "")
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._finished
 
     # --------------------------------------------------------------- keepalive
+    # What wsgiws.keepalive.Keepalive asks of its connection (the Pinged interface).
 
-    def _keepalive_ping(self) -> None:
-        """Runs every ``ping_interval``: ping, then judge the peer after ``ping_timeout``."""
-        if self._closed or self._proto is None:
-            return
-        self._keepalive_timer = None
-        timeout = self.ping_timeout
-        seen = self._bytes_in
-        if not self._send_lock.acquire(timeout=timeout or self.ping_interval or 20.0):
-            self._keepalive_failed("a send has been blocked longer than the keepalive timeout")
-            return
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received from the peer so far."""
+        return self._bytes_in
+
+    def keepalive_ping(self, timeout: float) -> bool:
+        if self._finished or self._proto is None:
+            return False
         try:
-            frame = self._proto.send_ping(b"")
-            self._write(frame)
-        except (RuntimeError, ConnectionClosed):
-            return
+            sent = self._ping(self._proto, b"", [], time.monotonic() + timeout)
+        except ConnectionClosed:
+            return False
+        if not sent:
+            self.keepalive_failed("a send has been blocked longer than the keepalive timeout")
+        return sent
+
+    def keepalive_poll(self) -> None:
+        if self._finished or not self._read_lock.acquire(blocking=False):
+            return  # a reader is at work: what it reads counts
+        try:
+            assert self._rt is not None and self._sock is not None
+            if len(self._incoming) < _KEEPALIVE_READ_LIMIT:
+                data = self._leftover or self._rt.recv(self._sock, _READ_SIZE, 0.0)
+                self._leftover = b""
+                if data:
+                    self._feed(data)
+                else:
+                    self._lost("the peer closed TCP without a close frame", reading=True)
+            elif has_unread_data(self._sock):
+                self._bytes_in += 1  # unread data proves the peer alive; the handler reads it
+        except (OSError, TimeoutError):
+            pass
         finally:
-            self._send_lock.release()
-        assert self._rt is not None
-        if timeout:
-            self._keepalive_timer = self._rt.call_later(
-                timeout, lambda: self._keepalive_check(seen)
-            )
-        else:
-            self._schedule_ping()
+            self._read_lock.release()
 
-    def _keepalive_check(self, seen: int) -> None:
-        if self._closed:
-            return
-        self._keepalive_timer = None
-        if self._bytes_in == seen and self._read_lock.acquire(blocking=False):
-            # Nobody is reading: look at what the peer sent without blocking.
-            try:
-                assert self._rt is not None and self._sock is not None
-                if len(self._incoming) < 256:
-                    data = self._rt.recv(self._sock, _READ_SIZE, 0.0)
-                    if data:
-                        self._feed(data)
-                    else:
-                        self._connection_lost(
-                            "the peer closed TCP without a close frame", reading=True
-                        )
-                elif self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                    self._bytes_in += 1  # unread data proves the peer was alive
-            except (OSError, TimeoutError):
-                pass
-            finally:
-                self._read_lock.release()
-        if self._closed:
-            return
-        if self._bytes_in == seen:
-            self._keepalive_failed("no pong within the keepalive timeout")
-        else:
-            self._schedule_ping()
-
-    def _schedule_ping(self) -> None:
-        if not self._closed and self.ping_interval and self._rt is not None:
-            self._keepalive_timer = self._rt.call_later(self.ping_interval, self._keepalive_ping)
-
-    def _keepalive_failed(self, why: str) -> None:
+    def keepalive_failed(self, why: str) -> None:
         logger.info("WebSocket %s: %s; closing with 1011", self._path(), why)
-        proto = self._proto
-        assert proto is not None
-        if self._send_lock.acquire(blocking=False):
-            try:
-                frame = proto.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                if frame and self._sock is not None:
-                    self._sock.settimeout(1.0)
-                    self._sock.sendall(frame)
-            except (OSError, RuntimeError):
-                pass
-            finally:
-                self._send_lock.release()
-        self._finish(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
         if self._sock is not None:
-            try:  # wake a greenlet blocked on this socket
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            # A peer that stopped reading must not hold the close frame's write forever.
+            self._sock.settimeout(1.0)
+        assert self._proto is not None
+        self._proto.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        self._flush()
+        self._finish(write=False)
 
     # ------------------------------------------------------------------- misc
 
@@ -797,8 +834,7 @@ class WebSocket:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._proto else "unaccepted"
-        return f"<WebSocket {self._path()} {state}>"
+        return f"<WebSocket {self._path()} {self.state.value}>"
 
 
 class PongWaiter:

@@ -32,7 +32,6 @@ def is_socket(obj: object) -> bool:
 class Hijack:
     """A server's socket, and how to collect the bytes it already read past the request."""
 
-    server: str
     sock: socket.socket
     take_buffered: Callable[[], bytes]
     #: Writes the 101 head on the socket itself, for a server whose start_response would

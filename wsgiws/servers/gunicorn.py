@@ -71,4 +71,4 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         buf.truncate()
         return data
 
-    return Hijack("gunicorn", cast(socket.socket, sock), take_buffered)
+    return Hijack(cast(socket.socket, sock), take_buffered)

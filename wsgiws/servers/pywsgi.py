@@ -36,4 +36,4 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         reader.close()
         return data
 
-    return Hijack("gevent.pywsgi", conn, take_buffered)
+    return Hijack(conn, take_buffered)

@@ -29,4 +29,4 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         data, buffered[0] = buffered[0], b""
         return data
 
-    return Hijack("wsgiws.testing", cast(socket.socket, sock), take_buffered)
+    return Hijack(cast(socket.socket, sock), take_buffered)

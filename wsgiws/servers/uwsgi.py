@@ -73,7 +73,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
     # A duplicate: uWSGI closes its own descriptor when the app returns.
     sock = gsocket.socket(fileno=os.dup(uwsgi.connection_fd()))
     install_drain(uwsgi)
-    return Hijack("uWSGI", cast(socket.socket, sock), _nothing_buffered)
+    return Hijack(cast(socket.socket, sock), _nothing_buffered)
 
 
 def _nothing_buffered() -> bytes:

@@ -56,7 +56,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
             status.split(None, 1)[0],
         )
 
-    return Hijack("werkzeug", conn, take_buffered, send_head=send_head, end=_handed_over)
+    return Hijack(conn, take_buffered, send_head=send_head, end=_handed_over)
 
 
 def _handed_over() -> Iterator[bytes]:

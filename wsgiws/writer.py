@@ -1,0 +1,113 @@
+"""Writing a connection's frames to its socket: whole buffers, vectored writes, corking.
+
+One :class:`Writer` per connection; its caller holds the connection's send lock.
+A write always completes (``sendall`` semantics) or raises ``OSError``.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Final
+
+from .frames import Buffer
+
+__all__ = ["CORK_LIMIT", "Writer"]
+
+#: Most bytes of frames held back to go out with the next write (see Writer.hold).
+CORK_LIMIT: Final = 65536
+#: Buffers per sendmsg call (the system's limit, IOV_MAX, is 1024 on Linux).
+_MAX_PARTS: Final = 256
+
+
+class Writer:
+    """Writes buffers to ``sock``; ``raw`` is the non-blocking OS socket under a gevent
+    socket (tried first: no gevent machinery when the kernel takes everything), or None."""
+
+    __slots__ = ("_held", "_held_size", "_raw", "_sock")
+
+    def __init__(self, sock: socket.socket, raw: socket.socket | None) -> None:
+        self._sock = sock
+        self._raw = raw
+        self._held: list[Buffer] | None = None
+        self._held_size = 0
+
+    @property
+    def holding(self) -> bool:
+        """Are frames held back, waiting for the next write or :meth:`flush`?"""
+        return self._held is not None
+
+    def can_hold(self, size: int) -> bool:
+        """Could a ``size``-byte frame be held back (only with a raw socket, within the limit)?"""
+        return self._raw is not None and self._held_size + size <= CORK_LIMIT
+
+    def hold(self, part: Buffer) -> bool:
+        """Hold ``part`` back to go out with the next write; True if it is the first held.
+
+        Corking: replies to a batch of pipelined messages then leave in one system
+        call instead of one each. The caller arranges for a flush soon.
+        """
+        self._held_size += len(part)
+        if self._held is None:
+            self._held = [part]
+            return True
+        self._held.append(part)
+        return False
+
+    def flush(self) -> None:
+        if self._held is not None:
+            self.write([])
+
+    def write(self, parts: list[Buffer]) -> None:
+        """Write held-back frames, then ``parts``, in order; an empty part (the protocol's
+        end-of-stream marker) ends our side of TCP after what precedes it."""
+        if len(parts) == 1 and self._held is None and parts[0]:
+            self._write_one(parts[0])  # the common case: one frame, nothing held
+            return
+        end_stream = bool(parts) and not parts[-1]
+        if end_stream:
+            parts = parts[:-1]
+        if self._held is not None:
+            parts = [b"".join(self._held), *parts]
+            self._held = None
+            self._held_size = 0
+        if len(parts) == 1:
+            self._write_one(parts[0])
+        elif parts:
+            self._write_many(parts)
+        if end_stream:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # already gone: the peer has nothing more to read from us either way
+
+    def _write_one(self, data: Buffer) -> None:
+        raw = self._raw
+        if raw is not None:
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]  # the rest waits for room in the send buffer
+        self._sock.sendall(data)
+
+    def _write_many(self, parts: list[Buffer]) -> None:
+        """Without joining them: a large payload is not copied behind its header."""
+        raw = self._raw
+        sock = self._sock
+        for start in range(0, len(parts), _MAX_PARTS):
+            group = parts[start : start + _MAX_PARTS]
+            sent = 0
+            if raw is not None:
+                try:
+                    sent = raw.sendmsg(group)
+                except BlockingIOError:
+                    pass
+            for part in group:
+                size = len(part)
+                if sent >= size:
+                    sent -= size
+                    continue
+                sock.sendall(memoryview(part)[sent:] if sent else part)
+                sent = 0
