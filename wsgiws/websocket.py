@@ -17,7 +17,14 @@ from typing import Any, Final
 
 from . import drain as _drain
 from ._runtime import Lock, Runtime, Timer, runtime_for
-from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, ReceiveTimeout
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    PolicyViolation,
+    ReceiveTimeout,
+)
+from .observer import ConnectionObserver
 from .protocol import (
     OK_CLOSE_CODES,
     Buffer,
@@ -76,6 +83,7 @@ class WebSocket:
         "_keepalive_timer",
         "_opener",
         "_pending_failure",
+        "_ping_sent_at",
         "_pong_waiters",
         "_proto",
         "_raw_sock",
@@ -89,8 +97,10 @@ class WebSocket:
         "close_timeout",
         "environ",
         "extension",
+        "latency",
         "max_fragments",
         "max_message_size",
+        "observer",
         "offered_subprotocols",
         "ping_interval",
         "ping_timeout",
@@ -114,6 +124,7 @@ class WebSocket:
         opener: Opener | None = None,
         sock: socket.socket | None = None,
         leftover: bytes = b"",
+        observer: ConnectionObserver | None = None,
     ) -> None:
         self.role = role
         #: The WSGI environ of the upgrade request (empty for a client).
@@ -131,6 +142,11 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason: str = ""
         self._opener = opener
+        #: Told about opening, messages, pongs and the end (see :mod:`wsgiws.observer`).
+        self.observer = observer
+        #: The round trip of the last ping answered, in seconds (0.0 until one is).
+        self.latency = 0.0
+        self._ping_sent_at: float | None = None
         self._sock: socket.socket | None = None
         self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
         self._corked: list[Buffer] | None = None  # frames not written yet (see _cork)
@@ -194,6 +210,8 @@ class WebSocket:
             self._keepalive_timer = rt.call_later(self.ping_interval, self._keepalive_ping)
         if self.role is Role.SERVER:
             _drain.register(self)
+        if self.observer is not None:
+            self.observer.opened(self)
         if leftover:
             self._feed(leftover)
 
@@ -305,12 +323,19 @@ class WebSocket:
             self._flush_owed(wait=False)
         for event in events:
             if type(event) is Message:
+                if self.observer is not None and not self._observe_message(event.data):
+                    continue
                 if not self._closing_started:
                     if not self._incoming:
                         self._incoming = deque()
                     self._incoming.append(event.data)
             elif type(event) is Pong:
                 self._pong_arrived(event.payload)
+                if self._ping_sent_at is not None:
+                    self.latency = time.monotonic() - self._ping_sent_at
+                    self._ping_sent_at = None
+                    if self.observer is not None:
+                        self.observer.pong_received(self, self.latency)
             elif type(event) is Close:
                 self._peer_closed(event)
             elif type(event) is ProtocolFailure:
@@ -321,6 +346,22 @@ class WebSocket:
                     self._pending_failure = event
                 else:
                     self._fail(event, reading=True)
+
+    def _observe_message(self, data: str | bytes) -> bool:
+        """Tell the observer; False drops the message (also when its policy closed us)."""
+        assert self.observer is not None
+        if self._closing_started:
+            return False
+        try:
+            return self.observer.message_received(self, type(data) is str, _payload_size(data))
+        except PolicyViolation as exc:
+            failure = ProtocolFailure(exc.code, exc.reason)
+            if self._incoming:  # delivered first, as with a protocol failure
+                self._pending_failure = failure
+                self._closing_started = True
+            else:
+                self._fail(failure, reading=True)
+            return False
 
     def _fail(self, failure: ProtocolFailure, *, reading: bool = False) -> None:
         """Fail the connection: a close frame with the failure's code, then end TCP."""
@@ -400,6 +441,8 @@ class WebSocket:
                 self._cork(parts[0])
             else:
                 self._write(parts[0])
+        if self.observer is not None:
+            self.observer.message_sent(self, type(message) is str, _payload_size(message))
         if proto.owes_data:  # a reader left pongs for us while we held the lock
             self._flush_owed(wait=False)
 
@@ -454,6 +497,8 @@ class WebSocket:
             except RuntimeError:
                 raise self._closed_exception() from None
             self._pong_waiters.append((payload, flag))
+            if self._ping_sent_at is None:
+                self._ping_sent_at = time.monotonic()
             self._write(frame)
         return PongWaiter(self, flag)
 
@@ -587,6 +632,7 @@ class WebSocket:
         """
         if self._closed:
             return
+        we_closed_first = self._closing_started
         self._closed = True
         self._closing_started = True
         self.close_code = code
@@ -596,6 +642,18 @@ class WebSocket:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
         self._run_close_callbacks()
+        if self.observer is not None:
+            proto = self._proto
+            self.observer.closed(
+                self,
+                code,
+                reason,
+                "abnormal"
+                if code == CloseCode.ABNORMAL
+                else "local"
+                if we_closed_first or proto is None or proto.close_received is None
+                else "remote",
+            )
         self._end_tcp(reading)
 
     def add_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
@@ -708,6 +766,8 @@ class WebSocket:
             return
         try:
             frame = self._proto.send_ping(b"")
+            if self._ping_sent_at is None:
+                self._ping_sent_at = time.monotonic()
             self._write(frame)
         except (RuntimeError, ConnectionClosed):
             return
@@ -809,3 +869,9 @@ class PongWaiter:
         """Wait (reading the connection if nobody else is) until the pong arrives."""
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
         return self._ws._wait(lambda: bool(self._flag), deadline)
+
+
+def _payload_size(data: str | bytes | bytearray | memoryview) -> int:
+    if type(data) is str:
+        return len(data) if data.isascii() else len(data.encode())
+    return memoryview(data).nbytes if type(data) is memoryview else len(data)
