@@ -239,7 +239,7 @@ class IdleTimer:
             self.timer = rt.call_later(self.seconds - idle, self._check)
             return
         metrics.limit("idle_timeout")
-        logger.info("%s closing: no message for %.0f s (idle_timeout)", label(ws), self.seconds)
+        logger.info("%s closing: no message for %g s (idle_timeout)", label(ws), self.seconds)
         rt.spawn(lambda: close_quietly(ws, CloseCode.NORMAL, "idle timeout"))
 
     def cancel(self) -> None:
