@@ -7,6 +7,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -274,3 +275,67 @@ def test_client_address_trusts_only_listed_proxies() -> None:
     assert client_address({"REMOTE_ADDR": "10.1.2.3"}, ["10.0.0.0/8"]) == "10.1.2.3"
     with pytest.raises(ValueError):
         RateLimit(rate=0, burst=1)
+
+
+# ------------------------------------------------------------- Prometheus
+
+
+def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def scrape_until(
+    server: Server, wanted: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+) -> None:
+    """Scrape until every wanted sample has its value (the workers copy theirs each second)."""
+    deadline = time.monotonic() + 20
+    while True:
+        samples = scrape(server)
+        if all(samples.get(key) == value for key, value in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            missing = {key: (value, samples.get(key)) for key, value in wanted.items()}
+            raise AssertionError(f"(wanted, scraped): {missing}")
+        time.sleep(0.1)
+
+
+def test_prometheus_exporter_adds_up_two_gunicorn_workers(tmp_path: Any) -> None:
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    args = ["-w", "2", "-c", "python:tests.ops_gunicorn"]
+    with (
+        serve("gunicorn-gevent", "tests.ops_app:app", args=args, env=env) as srv,
+        ExitStack() as stack,
+    ):
+        pids: set[str] = set()
+        sockets = []
+        while len(pids) < 2:  # connections until both workers hold some
+            assert len(sockets) < 500, "every connection went to one worker"
+            ws = stack.enter_context(connect(srv.url + "/pid"))
+            pids.add(str(ws.recv(timeout=5)))
+            sockets.append(ws)
+        for ws in sockets:
+            ws.send("hello")
+            assert ws.recv(timeout=5) == "hello"
+        opened = len(sockets)
+        scrape_until(srv, {("wsgiws_open_connections", ()): opened})
+        for ws in sockets:
+            ws.close()
+        scrape_until(
+            srv,
+            {
+                ("wsgiws_open_connections", ()): 0,
+                ("wsgiws_handshakes_total", (("status", "101"),)): opened,
+                ("wsgiws_messages_total", (("direction", "in"),)): opened,
+                ("wsgiws_messages_total", (("direction", "out"),)): 2 * opened,  # pid + echo
+                ("wsgiws_payload_bytes_total", (("direction", "in"),)): 5 * opened,
+                ("wsgiws_closes_total", (("code", "1000"), ("initiator", "remote"))): opened,
+            },
+        )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import drain
@@ -61,6 +62,8 @@ class Metrics:
         self.limited[name] = self.limited.get(name, 0) + 1
 
     def rtt(self, seconds: float) -> None:
+        if rtt_hook is not None:
+            rtt_hook(seconds)
         self.rtt_count += 1
         self.rtt_sum += seconds
         index = 0
@@ -84,6 +87,8 @@ class Metrics:
 
 
 metrics = Metrics()
+#: Called with every round trip (the Prometheus exporter's histogram in multiprocess mode).
+rtt_hook: Callable[[float], object] | None = None
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
