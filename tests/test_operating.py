@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import SERVER_KINDS
-from tests.servers import Server, serve
+from tests.servers import ROOT, Server, free_port, serve, wait_for_port
 from tests.wire import RawClient
 from wsgiws.limits import RateLimit, TokenBucket, client_address
 
@@ -339,3 +342,45 @@ def test_prometheus_exporter_adds_up_two_gunicorn_workers(tmp_path: Any) -> None
                 ("wsgiws_closes_total", (("code", "1000"), ("initiator", "remote"))): opened,
             },
         )
+
+
+# ------------------------------------------------------- handshake timeout
+
+
+@pytest.fixture
+def pywsgi_with_timeout(tmp_path: Any) -> Iterator[Server]:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.ops_pywsgi", str(port)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server("pywsgi", port, process, log)
+    try:
+        wait_for_port(port, process, log)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_pywsgi_handshake_timeout_answers_408(pywsgi_with_timeout: Server) -> None:
+    server = pywsgi_with_timeout
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        answer = b""
+        while chunk := slow.recv(4096):  # the server ends the connection
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    wait_for_log(server, r"request head from 127\.0\.0\.1 not complete after 0\.5 s")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
+        assert silent.recv(4096) == b""  # never a byte: closed without an answer
+    # A WebSocket outlives the bound: it only covers the request head.
+    with connect(server.url + "/echo") as ws:
+        ws.send("one")
+        assert ws.recv(timeout=5) == "one"
+        time.sleep(1.0)  # twice the bound, to show it is no longer armed
+        ws.send("two")
+        assert ws.recv(timeout=5) == "two"
