@@ -19,7 +19,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import drain
 
@@ -32,6 +32,15 @@ __all__ = ["RTT_BUCKETS", "Metrics", "metrics", "reset", "snapshot", "track_hub"
 RTT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class Traffic(Protocol):
+    """One open connection's counters (a :class:`wsgiws.monitor.SessionObserver`)."""
+
+    messages_in: int
+    bytes_in: int
+    messages_out: int
+    bytes_out: int
+
+
 class Metrics:
     """The process's numbers. Counters only grow; gauges go up and down."""
 
@@ -39,10 +48,14 @@ class Metrics:
         self.open_connections = 0  #: gauge: WebSockets open now
         #: handshakes by HTTP status answered: 101 accepted, 403/429/503/... refused
         self.handshakes: dict[int, int] = {}
+        # Traffic of connections that ended; open ones count their own (see ``live``).
         self.messages_in = 0
         self.messages_out = 0
         self.bytes_in = 0  #: payload bytes received (after inflation)
         self.bytes_out = 0  #: payload bytes sent (before deflate)
+        #: The open connections' counters: a message bumps only its connection's two
+        #: integers, and :func:`snapshot` adds them up.
+        self.live: set[Traffic] = set()
         #: closes by (code, initiator): initiator is "local", "remote" or "abnormal"
         self.closes: dict[tuple[int, str], int] = {}
         #: times a limit acted, by limit name (see docs/operating.md)
@@ -73,12 +86,18 @@ class Metrics:
             index += 1
         self.rtt_buckets[index] += 1
 
-    def opened(self) -> None:
+    def opened(self, traffic: Traffic) -> None:
         self.open_connections += 1
+        self.live.add(traffic)
         self.handshake(101)
 
-    def closed(self, code: int, initiator: str) -> None:
+    def closed(self, traffic: Traffic, code: int, initiator: str) -> None:
         self.open_connections -= 1
+        self.live.discard(traffic)
+        self.messages_in += traffic.messages_in
+        self.bytes_in += traffic.bytes_in
+        self.messages_out += traffic.messages_out
+        self.bytes_out += traffic.bytes_out
         key = (code, initiator)
         self.closes[key] = self.closes.get(key, 0) + 1
         if self.open_connections == 0 and self.drain_started is not None:
@@ -101,13 +120,14 @@ def snapshot() -> dict[str, Any]:
     """A copy of every number, with the hubs' counters added up."""
     m = metrics
     hubs = list(_hubs)
+    live = list(m.live)  # one C-level copy: safe against another thread's open or close
     return {
         "open_connections": m.open_connections,
         "handshakes": dict(m.handshakes),
-        "messages_in": m.messages_in,
-        "messages_out": m.messages_out,
-        "bytes_in": m.bytes_in,
-        "bytes_out": m.bytes_out,
+        "messages_in": m.messages_in + sum(t.messages_in for t in live),
+        "messages_out": m.messages_out + sum(t.messages_out for t in live),
+        "bytes_in": m.bytes_in + sum(t.bytes_in for t in live),
+        "bytes_out": m.bytes_out + sum(t.bytes_out for t in live),
         "closes": dict(m.closes),
         "limited": dict(m.limited),
         "rtt_count": m.rtt_count,

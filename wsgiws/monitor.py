@@ -37,6 +37,7 @@ class SessionObserver:
         "byte_bucket",
         "bytes_in",
         "bytes_out",
+        "checks",
         "client",
         "debug",
         "drop",
@@ -73,6 +74,8 @@ class SessionObserver:
         self.drop = options.rate_limit_action == "drop"
         self.idle_timeout = options.idle_timeout
         self.idle: IdleTimer | None = None
+        #: Anything to do per message beyond counting? (one test on the hot path)
+        self.checks = bool(self.message_bucket or self.byte_bucket or self.idle_timeout)
         self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
         self.dropped = 0
         self.warned = 0.0
@@ -81,7 +84,7 @@ class SessionObserver:
 
     def opened(self, ws: WebSocket) -> None:
         self.started = time.monotonic()
-        metrics.opened()
+        metrics.opened(self)
         self.debug = logger.isEnabledFor(logging.DEBUG)  # read once: the hot path stays cheap
         if self.debug:
             logger.debug(
@@ -96,7 +99,7 @@ class SessionObserver:
             self.idle = IdleTimer(ws, self.idle_timeout)
 
     def message_received(self, ws: WebSocket, text: bool, size: int) -> bool:
-        if self.message_bucket is not None or self.byte_bucket is not None or self.idle:
+        if self.checks:
             now = time.monotonic()
             if self.idle is not None:
                 self.idle.last = now
@@ -106,9 +109,6 @@ class SessionObserver:
                 return self._over_limit(ws, "byte_rate", now)
         self.messages_in += 1
         self.bytes_in += size
-        m = metrics
-        m.messages_in += 1
-        m.bytes_in += size
         if self.debug:
             kind = "text" if text else "binary"
             logger.debug("ws %s received %s %d B", self.id, kind, size, extra=self.extra)
@@ -134,9 +134,6 @@ class SessionObserver:
     def message_sent(self, ws: WebSocket, text: bool, size: int) -> None:
         self.messages_out += 1
         self.bytes_out += size
-        m = metrics
-        m.messages_out += 1
-        m.bytes_out += size
         if self.idle is not None:
             self.idle.last = time.monotonic()
         if self.debug:
@@ -149,7 +146,7 @@ class SessionObserver:
             logger.debug("ws %s pong after %.1f ms", self.id, rtt * 1000, extra=self.extra)
 
     def closed(self, ws: WebSocket, code: int, reason: str, initiator: CloseInitiator) -> None:
-        metrics.closed(code, initiator)
+        metrics.closed(self, code, initiator)
         if self.idle is not None:
             self.idle.cancel()
         dropped = f", {self.dropped} dropped" if self.dropped else ""
