@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,9 @@ def client_address(environ: Mapping[str, Any], trusted_proxies: Sequence[str] = 
 
 _open_total = 0
 _open_by_client: dict[str, int] = {}
+# Held only for a few integer updates, never across anything that blocks: one lock serves
+# greenlets and the gthread worker's OS threads alike (as in wsgiws.drain).
+_lock = threading.Lock()
 
 
 class Admission:
@@ -154,20 +158,21 @@ class Admission:
         global _open_total
         self.client = client
         self.released = False
-        _open_total += 1
+        _open_total += 1  # the caller holds _lock
         _open_by_client[client] = _open_by_client.get(client, 0) + 1
 
     def release(self) -> None:
         global _open_total
-        if self.released:
-            return
-        self.released = True
-        _open_total -= 1
-        left = _open_by_client.get(self.client, 1) - 1
-        if left > 0:
-            _open_by_client[self.client] = left
-        else:
-            _open_by_client.pop(self.client, None)
+        with _lock:
+            if self.released:
+                return
+            self.released = True
+            _open_total -= 1
+            left = _open_by_client.get(self.client, 1) - 1
+            if left > 0:
+                _open_by_client[self.client] = left
+            else:
+                _open_by_client.pop(self.client, None)
 
 
 def admit(environ: Mapping[str, Any], client: str, options: WebSocketOptions) -> Admission:
@@ -182,22 +187,24 @@ def admit(environ: Mapping[str, Any], client: str, options: WebSocketOptions) ->
             metrics.limit("max_request_headers")
             raise Reject(431, f"upgrade request headers too large ({size} > {cap} bytes)")
     retry = [("Retry-After", str(RETRY_AFTER))]
-    if options.max_connections is not None and _open_total >= options.max_connections:
+    with _lock:
+        total = _open_total
+        if options.max_connections is None or total < options.max_connections:
+            per_client = options.max_connections_per_client
+            if per_client is None or _open_by_client.get(client, 0) < per_client:
+                return Admission(client)
+    if options.max_connections is not None and total >= options.max_connections:
         metrics.limit("max_connections")
         cap_text = f"max_connections={options.max_connections}"
-        raise Reject(503, f"worker has {_open_total} WebSockets ({cap_text})", retry)
-    per_client = options.max_connections_per_client
-    if per_client is not None and _open_by_client.get(client, 0) >= per_client:
-        metrics.limit("max_connections_per_client")
-        raise Reject(
-            429, f"{client} has {per_client} WebSockets (max_connections_per_client)", retry
-        )
-    return Admission(client)
+        raise Reject(503, f"worker has {total} WebSockets ({cap_text})", retry)
+    metrics.limit("max_connections_per_client")
+    raise Reject(429, f"{client} has {per_client} WebSockets (max_connections_per_client)", retry)
 
 
 def _reset() -> None:
     """Forget every place (tests; a forked worker)."""
-    global _open_total
+    global _open_total, _lock
+    _lock = threading.Lock()  # another thread may have held the parent's at fork time
     _open_total = 0
     _open_by_client.clear()
 

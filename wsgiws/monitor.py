@@ -43,16 +43,15 @@ class SessionObserver:
         "drop",
         "dropped",
         "extension",
-        "extra",
         "id",
         "idle",
         "idle_timeout",
         "message_bucket",
         "messages_in",
         "messages_out",
-        "request",
         "started",
         "warned",
+        "with_query",
     )
 
     def __init__(
@@ -64,9 +63,8 @@ class SessionObserver:
     ) -> None:
         self.extension = extension  # the Sec-WebSocket-Extensions answer, for the open line
         self.id = str(environ.get(connlog.ENVIRON_CONNECTION_ID, "-"))
-        self.extra = connlog.extra(self.id)
         self.client = client
-        self.request = connlog.describe_request(environ, client, options.log_query_string)
+        self.with_query = options.log_query_string
         self.message_bucket = (
             None if options.message_rate is None else TokenBucket(options.message_rate)
         )
@@ -90,13 +88,17 @@ class SessionObserver:
             logger.debug(
                 "ws %s opened %s subprotocol=%s extension=%s",
                 self.id,
-                self.request,
+                self._request(ws),
                 ws.subprotocol or "-",
                 self.extension or "-",
-                extra=self.extra,
+                extra=connlog.extra(self.id),
             )
         if self.idle_timeout:
             self.idle = IdleTimer(ws, self.idle_timeout)
+
+    def _request(self, ws: WebSocket) -> str:
+        # Built when a line needs it: an idle connection holds no log text.
+        return connlog.describe_request(ws.environ, self.client, self.with_query)
 
     def message_received(self, ws: WebSocket, text: bool, size: int) -> bool:
         if self.checks:
@@ -111,13 +113,17 @@ class SessionObserver:
         self.bytes_in += size
         if self.debug:
             kind = "text" if text else "binary"
-            logger.debug("ws %s received %s %d B", self.id, kind, size, extra=self.extra)
+            logger.debug(
+                "ws %s received %s %d B", self.id, kind, size, extra=connlog.extra(self.id)
+            )
         return True
 
     def _over_limit(self, ws: WebSocket, limit: str, now: float) -> bool:
         metrics.limit(limit)
         if not self.drop:
-            logger.info("ws %s closing with 1008: %s exceeded", self.id, limit, extra=self.extra)
+            logger.info(
+                "ws %s closing with 1008: %s exceeded", self.id, limit, extra=connlog.extra(self.id)
+            )
             raise PolicyViolation(f"{limit.replace('_', ' ')} exceeded")
         self.dropped += 1
         if now - self.warned >= DROP_WARNING_INTERVAL:
@@ -127,7 +133,7 @@ class SessionObserver:
                 self.id,
                 limit,
                 self.dropped,
-                extra=self.extra,
+                extra=connlog.extra(self.id),
             )
         return False
 
@@ -138,12 +144,14 @@ class SessionObserver:
             self.idle.last = time.monotonic()
         if self.debug:
             kind = "text" if text else "binary"
-            logger.debug("ws %s sent %s %d B", self.id, kind, size, extra=self.extra)
+            logger.debug("ws %s sent %s %d B", self.id, kind, size, extra=connlog.extra(self.id))
 
     def pong_received(self, ws: WebSocket, rtt: float) -> None:
         metrics.rtt(rtt)
         if self.debug:
-            logger.debug("ws %s pong after %.1f ms", self.id, rtt * 1000, extra=self.extra)
+            logger.debug(
+                "ws %s pong after %.1f ms", self.id, rtt * 1000, extra=connlog.extra(self.id)
+            )
 
     def closed(self, ws: WebSocket, code: int, reason: str, initiator: CloseInitiator) -> None:
         metrics.closed(self, code, initiator)
@@ -162,8 +170,8 @@ class SessionObserver:
             dropped,
             self.messages_out,
             self.bytes_out,
-            self.request,
-            extra=self.extra,
+            self._request(ws),
+            extra=connlog.extra(self.id),
         )
 
 
