@@ -323,8 +323,18 @@ class WebSocket:
             self._flush_owed(wait=False)
         for event in events:
             if type(event) is Message:
-                if self.observer is not None and not self._observe_message(event.data):
-                    continue
+                if self.observer is not None and not self._closing_started:
+                    payload = event.data
+                    if type(payload) is bytes or payload.isascii():
+                        size = len(payload)
+                    else:
+                        size = _payload_size(payload)
+                    try:
+                        if not self.observer.message_received(self, type(payload) is str, size):
+                            continue  # dropped
+                    except PolicyViolation as exc:
+                        self._policy_violated(exc)
+                        continue
                 if not self._closing_started:
                     if not self._incoming:
                         self._incoming = deque()
@@ -347,21 +357,14 @@ class WebSocket:
                 else:
                     self._fail(event, reading=True)
 
-    def _observe_message(self, data: str | bytes) -> bool:
-        """Tell the observer; False drops the message (also when its policy closed us)."""
-        assert self.observer is not None
-        if self._closing_started:
-            return False
-        try:
-            return self.observer.message_received(self, type(data) is str, _payload_size(data))
-        except PolicyViolation as exc:
-            failure = ProtocolFailure(exc.code, exc.reason)
-            if self._incoming:  # delivered first, as with a protocol failure
-                self._pending_failure = failure
-                self._closing_started = True
-            else:
-                self._fail(failure, reading=True)
-            return False
+    def _policy_violated(self, exc: PolicyViolation) -> None:
+        """The observer refused a message: close with its code once earlier ones are taken."""
+        failure = ProtocolFailure(exc.code, exc.reason)
+        if self._incoming:  # delivered first, as with a protocol failure
+            self._pending_failure = failure
+            self._closing_started = True
+        else:
+            self._fail(failure, reading=True)
 
     def _fail(self, failure: ProtocolFailure, *, reading: bool = False) -> None:
         """Fail the connection: a close frame with the failure's code, then end TCP."""
@@ -442,7 +445,12 @@ class WebSocket:
             else:
                 self._write(parts[0])
         if self.observer is not None:
-            self.observer.message_sent(self, type(message) is str, _payload_size(message))
+            text = type(message) is str
+            if type(message) is bytes or (text and message.isascii()):  # type: ignore[union-attr]
+                size = len(message)
+            else:
+                size = _payload_size(message)
+            self.observer.message_sent(self, text, size)
         if proto.owes_data:  # a reader left pongs for us while we held the lock
             self._flush_owed(wait=False)
 
