@@ -116,3 +116,44 @@ def test_drain_duration_is_measured() -> None:
         assert metrics.snapshot()["drain_seconds"] >= 0.0
     finally:
         drain._reset()
+
+
+def test_limits_are_set_per_app_and_overridden_per_route() -> None:
+    from wsgiws.exceptions import ConnectionClosedError
+    from wsgiws.limits import RateLimit
+
+    limited = WebSocketMiddleware(message_rate=RateLimit(rate=0.01, burst=1))
+    limited.add_route("/strict", echo)
+    limited.add_route("/free", echo, message_rate=None)
+    client = TestClient(limited)
+    with client.websocket_connect("/strict") as ws:
+        ws.send("a")
+        assert ws.receive() == "a"
+        ws.send("b")
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.receive()
+        assert (closed.value.code, closed.value.reason) == (1008, "message rate exceeded")
+    with client.websocket_connect("/free") as ws:
+        for text in "abc":
+            ws.send(text)
+            assert ws.receive() == text
+
+
+def test_a_flask_view_refusing_is_logged_with_its_status(caplog: pytest.LogCaptureFixture) -> None:
+    from flask import Flask, abort
+
+    from wsgiws.exceptions import HandshakeRejected
+    from wsgiws.flask import WebSockets
+
+    flask_app = Flask(__name__)
+    sockets = WebSockets(flask_app)
+
+    @sockets.route("/private")
+    def private(ws: WebSocket) -> None:
+        abort(403)
+
+    caplog.set_level(logging.INFO, logger="wsgiws")
+    with pytest.raises(HandshakeRejected) as refused:
+        TestClient(flask_app).websocket_connect("/private")
+    assert refused.value.status == 403
+    assert "refused 403 GET /private from 127.0.0.1: Forbidden" in caplog.text
