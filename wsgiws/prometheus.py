@@ -116,7 +116,7 @@ class _Mirror:
             for key, (name, doc, labels) in _COUNTERS.items()
         }
         self.open = Gauge(*_OPEN, registry=registry, multiprocess_mode="livesum")
-        self.drain = Gauge(*_DRAIN, registry=registry, multiprocess_mode="max")
+        self.drain = Gauge(*_DRAIN, registry=registry, multiprocess_mode="mostrecent")
         self.rtt = Histogram(*_RTT, registry=registry, buckets=RTT_BUCKETS)
         self.copied: dict[str, dict[tuple[str, ...], float]] = {}
         self.pid = os.getpid()
