@@ -17,6 +17,7 @@ UNIT_MODULES = {
     "test_compression_options",
     "test_deflate",
     "test_handshake",
+    "test_operating_inprocess",
     "test_protocol",
     "test_protocol_deflate",
     "test_protocol_fuzz",

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from . import metrics
 from .exceptions import ConnectionClosed
 from .protocol import CloseCode
 from .websocket import WebSocket
@@ -185,6 +186,7 @@ class Hub:
         self.overflow = overflow
         self.overflow_code = overflow_code
         self.stats = HubStats()
+        metrics.track_hub(self)  # deliveries and overflows in wsgiws.metrics
         self._lock = threading.Lock()  # never held across anything that blocks
         self._members: dict[WebSocket, _Member] = {}
         self._rooms: dict[str, dict[_Member, None]] = {}  # ordered sets

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from . import drain
+from . import connlog, drain
 from .deflate import DeflateOptions, server_negotiate
 from .exceptions import ConnectionClosed, HijackError
 from .handshake import Accept, Reject, is_upgrade_request, validate_request
+from .limits import RateLimit, admit, client_address, close_quietly
+from .monitor import SessionObserver, refused
 from .protocol import CloseCode, Extension
 from .servers import Hijack, find_socket
 from .websocket import WebSocket
@@ -49,6 +52,13 @@ class WebSocketOptions:
     about 49 KB of zlib state with the default window bits (12) and memLevel
     (5); ask for ``DeflateOptions(server_no_context_takeover=True,
     client_no_context_takeover=True)`` to hold none between messages.
+
+    Limits (see :mod:`wsgiws.limits` and docs/operating.md): ``max_connections``
+    per worker (503), ``max_connections_per_client`` (429) with the client found
+    through ``trusted_proxies``, ``max_request_headers`` (431), ``message_rate``
+    and ``byte_rate`` (close 1008, or drop with ``rate_limit_action="drop"``),
+    ``idle_timeout`` (close 1000). Logs (see :mod:`wsgiws.connlog`) leave the
+    query string out unless ``log_query_string``.
     """
 
     subprotocols: Sequence[str] = ()
@@ -60,6 +70,15 @@ class WebSocketOptions:
     ping_timeout: float | None = 20.0
     close_timeout: float = 10.0
     compression: DeflateOptions | None = field(default_factory=DeflateOptions)
+    max_connections: int | None = None
+    max_connections_per_client: int | None = None
+    trusted_proxies: Sequence[str] = ()
+    max_request_headers: int | None = 32768
+    message_rate: RateLimit | None = None
+    byte_rate: RateLimit | None = None
+    rate_limit_action: Literal["close", "drop"] = "close"
+    idle_timeout: float | None = None
+    log_query_string: bool = False
 
     def merge(self, **overrides: Any) -> WebSocketOptions:
         unknown = set(overrides) - set(self.__dataclass_fields__)
@@ -123,15 +142,38 @@ def run_session(
     """
     if options is None:
         options = environ.get(ENVIRON_OPTIONS) or WebSocketOptions()
-    accept = validate_request(
-        environ,
-        subprotocols=options.subprotocols,
-        require_subprotocol=options.require_subprotocol,
-        origins=options.origins,
-        negotiate_extension=(
-            None if options.compression is None else _Negotiator(options.compression)
-        ),
-    )
+    connlog.new_id(environ)
+    client = client_address(environ, options.trusted_proxies)
+    try:
+        accept = validate_request(
+            environ,
+            subprotocols=options.subprotocols,
+            require_subprotocol=options.require_subprotocol,
+            origins=options.origins,
+            negotiate_extension=(
+                None if options.compression is None else _Negotiator(options.compression)
+            ),
+        )
+        admission = admit(environ, client, options)
+    except Reject as reject:
+        refused(environ, client, reject, options.log_query_string)
+        raise
+    try:
+        return _run(environ, handler, args, kwargs, options, accept, client, websocket_class)
+    finally:
+        admission.release()
+
+
+def _run(
+    environ: dict[str, Any],
+    handler: Handler,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    options: WebSocketOptions,
+    accept: Accept,
+    client: str,
+    websocket_class: type[WebSocket],
+) -> tuple[bool, Any]:
     hijack = find_socket(environ)
     ws = websocket_class(
         environ=environ,
@@ -148,6 +190,9 @@ def run_session(
         ping_timeout=options.ping_timeout,
         close_timeout=options.close_timeout,
         opener=_Opener(environ, accept, hijack),
+        observer=SessionObserver(
+            environ, options, client, dict(accept.headers).get("Sec-WebSocket-Extensions")
+        ),
     )
     try:
         result = handler(ws, *args, **(kwargs or {}))
@@ -155,19 +200,25 @@ def run_session(
         pass  # the peer went away or the connection failed: nothing to report
     except Exception:
         if not ws.accepted:
-            raise  # still HTTP: let the framework answer (an abort(403), a 500 page)
-        logger.exception("WebSocket handler for %s raised", environ.get("PATH_INFO", "?"))
-        _close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
+            # still HTTP: let the framework answer (an abort(403), a 500 page)
+            refused(environ, client, sys.exc_info()[1] or Exception(), options.log_query_string)
+            raise
+        logger.exception(
+            "ws %s: handler for %s raised",
+            environ[connlog.ENVIRON_CONNECTION_ID],
+            environ.get("PATH_INFO", "?"),
+        )
+        close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     except BaseException:
         # The greenlet is being killed (worker shutdown): say goodbye without waiting.
         if ws.accepted:
             ws.close_timeout = min(ws.close_timeout, 1.0)
-            _close_quietly(ws, CloseCode.GOING_AWAY, "")
+            close_quietly(ws, CloseCode.GOING_AWAY, "")
         raise
     else:
         if not ws.accepted and result is not None:
             return False, result
-        _close_quietly(ws, CloseCode.NORMAL, "")
+        close_quietly(ws, CloseCode.NORMAL, "")
     if not ws.accepted:  # the handler raised ConnectionClosed before accepting: odd, but done
         return False, None
     return True, None
@@ -181,13 +232,6 @@ class _Negotiator:
 
     def __call__(self, offer: str) -> tuple[str, Extension] | None:
         return server_negotiate(offer, self.options)
-
-
-def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
-    try:
-        ws.close(code, reason)
-    except (ConnectionClosed, OSError):
-        pass
 
 
 def _respond(start_response: StartResponse, reject: Reject) -> list[bytes]:
@@ -246,13 +290,7 @@ class WebSocketMiddleware:
             try:
                 accepted, result = run_session(environ, handler, options=options)
             except Reject as reject:
-                logger.info(
-                    "WebSocket request for %s refused (%d): %s",
-                    environ.get("PATH_INFO"),
-                    reject.status,
-                    reject.reason,
-                )
-                return _respond(start_response, reject)
+                return _respond(start_response, reject)  # run_session logged it
             except HijackError as exc:
                 logger.error("%s", exc)
                 return _respond(start_response, Reject(501, str(exc)))

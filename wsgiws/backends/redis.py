@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..hub import Deliver, Envelope
+from ..metrics import metrics
 
 __all__ = ["RedisBackend"]
 
@@ -185,6 +186,7 @@ class RedisBackend:
                 self.subscriptions += 1
                 if self.subscriptions > 1:
                     logger.warning("hub: subscribed to Redis again after an outage")
+                    metrics.hub_backend_reconnects += 1
                 delay = 0.1
                 self._listen(pubsub)
             except (redis.RedisError, OSError, ValueError) as exc:
