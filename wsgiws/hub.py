@@ -26,9 +26,10 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from .exceptions import ConnectionClosed
@@ -38,15 +39,84 @@ from .websocket import WebSocket
 __all__ = [
     "Backend",
     "Envelope",
+    "HistoryGap",
     "Hub",
     "HubStats",
+    "HubUnavailable",
     "LocalBackend",
+    "Position",
 ]
 
 logger = logging.getLogger("wsgiws.hub")
 
 Deliver = Callable[["Envelope"], None]
 Overflow = Literal["close", "drop_oldest"]
+WireFormat = Callable[["Envelope"], "str | bytes"]
+
+#: Envelope kinds: an app message, or an order to close the room's sockets.
+MESSAGE = "m"
+CLOSE = "c"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a message sits in its room's history.
+
+    ``epoch`` names one life of the history: a history that was lost and started
+    again (Redis restarted without persistence, an in-process hub restarted) has
+    another epoch, so an old position is never taken for a place in the new one.
+    ``offset`` is ``"<int>-<int>"`` (a Redis stream id; ``"0-n"`` in process),
+    increasing within an epoch. :attr:`token` is the form to give clients.
+    """
+
+    epoch: str
+    offset: str
+
+    @property
+    def token(self) -> str:
+        return f"{self.epoch}:{self.offset}"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """The offset as a comparable pair."""
+        high, _, low = self.offset.partition("-")
+        return int(high), int(low or 0)
+
+    @classmethod
+    def parse(cls, token: str | Position) -> Position:
+        """A position from its token; ``ValueError`` when malformed."""
+        if isinstance(token, Position):
+            return token
+        epoch, sep, offset = str(token).rpartition(":")
+        high, dash, low = offset.partition("-")
+        if not sep or not epoch or not dash or not high.isdigit() or not low.isdigit():
+            raise ValueError(f"not a hub position: {token!r}")
+        return cls(epoch, offset)
+
+    def __str__(self) -> str:
+        return self.token
+
+
+class HistoryGap(Exception):
+    """The messages after ``position`` in ``room`` cannot all be replayed.
+
+    ``reason`` is ``"epoch"`` (the history was reset: the position belongs to a
+    history that no longer exists), ``"trimmed"`` (messages after the position
+    already left the bounded history) or ``"no history"`` (the backend keeps
+    none). The socket was not joined to the room: the app resynchronises the
+    client (from its database, or by telling the user), then joins it afresh.
+    """
+
+    def __init__(self, room: str, position: Position | None, reason: str) -> None:
+        super().__init__(f"room {room!r}: cannot resume after {position}: {reason}")
+        self.room = room
+        self.position = position
+        self.reason = reason
+
+
+class HubUnavailable(Exception):
+    """The backend cannot take the message: its transport is down and the bounded
+    buffer of messages waiting for it is full."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +127,10 @@ class Envelope:
     of a socket that must not receive it (the sender). ``publisher`` identifies
     the publishing hub process and ``seq`` numbers its messages 1, 2, 3...: a
     receiver drops an envelope whose ``seq`` it has already seen from that
-    publisher, so a backend that delivers twice still delivers once.
+    publisher, so a backend that delivers twice still delivers once. ``kind``
+    is :data:`MESSAGE` or :data:`CLOSE` (``payload`` then holds the close code
+    and reason). ``position`` is set by a backend with history when it delivers
+    the envelope (it is not part of the wire form).
     """
 
     room: str | None
@@ -65,10 +138,19 @@ class Envelope:
     exclude: str | None
     publisher: str
     seq: int
+    kind: str = MESSAGE
+    position: Position | None = field(default=None, compare=False)
 
     def encode(self) -> bytes:
         """Wire form: a one-line JSON header, ``\\n``, then the payload (UTF-8 for text)."""
-        header = {"r": self.room, "x": self.exclude, "p": self.publisher, "s": self.seq}
+        header: dict[str, object] = {
+            "r": self.room,
+            "x": self.exclude,
+            "p": self.publisher,
+            "s": self.seq,
+        }
+        if self.kind != MESSAGE:
+            header["k"] = self.kind
         if isinstance(self.payload, str):
             body = self.payload.encode()
         else:
@@ -77,7 +159,7 @@ class Envelope:
         return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 
     @classmethod
-    def decode(cls, data: bytes) -> Envelope:
+    def decode(cls, data: bytes, position: Position | None = None) -> Envelope:
         """Inverse of :meth:`encode`; raises ``ValueError`` on a malformed envelope."""
         head, sep, body = data.partition(b"\n")
         if not sep:
@@ -86,38 +168,146 @@ class Envelope:
         if not isinstance(header, dict) or not isinstance(header.get("s"), int):
             raise ValueError("not a wsgiws envelope")
         payload: str | bytes = bytes(body) if header.get("b") else body.decode()
-        return cls(header.get("r"), payload, header.get("x"), str(header["p"]), header["s"])
+        return cls(
+            header.get("r"),
+            payload,
+            header.get("x"),
+            str(header["p"]),
+            header["s"],
+            str(header.get("k", MESSAGE)),
+            position,
+        )
 
 
 class Backend(Protocol):
     """Carries envelopes between the hubs that share it (see ``docs/rooms.md``).
 
-    - ``start(deliver)``: begin receiving; from now on call ``deliver(envelope)``
-      for every envelope published by *another* hub (delivery to this hub's own
-      sockets is done by the hub itself). Called once, lazily, when the first
-      socket joins; a process that only publishes never starts receiving.
-      ``deliver`` never blocks and may be called from any greenlet or thread.
-    - ``publish(envelope)``: hand the envelope to every other hub, in the order
-      of calls. Must not raise for an unreachable transport: log, count, drop.
+    - ``history``: False for a fire-and-forget transport (the hub delivers to its
+      own sockets itself and the backend brings only the others' envelopes);
+      True for a backend with history, which delivers *every* envelope of a
+      watched room, this process's own included, in the room's order and with
+      its :class:`Position`, and answers ``head`` and ``replay``.
+    - ``start(deliver)``: begin receiving; from now on call ``deliver(envelope)``.
+      Called once, lazily, when the first socket joins; a process that only
+      publishes never starts receiving. ``deliver`` never blocks and may be
+      called from any greenlet or thread.
+    - ``publish(envelope)``: hand the envelope on, in the order of calls. Never
+      raises for a transport that is down, except :class:`HubUnavailable` when
+      a bounded buffer of waiting messages is full.
+    - ``watch(room, start)`` / ``unwatch(room)``: this process has members in
+      ``room`` from now on (deliver its messages after ``start``, the room's
+      ``head`` taken before) / no longer. ``unwatch`` must not block.
+    - ``head(room)``: the position of the room's last message (offset ``0-0``
+      for none), creating the room's epoch if it has none.
+    - ``replay(room, after)``: the room's messages after ``after``, oldest first;
+      raises :class:`HistoryGap` if some of them are gone.
     - ``close()``: stop receiving and release connections.
     """
 
+    history: bool
+
     def start(self, deliver: Deliver) -> None: ...
     def publish(self, envelope: Envelope) -> None: ...
+    def watch(self, room: str, start: Position | None) -> None: ...
+    def unwatch(self, room: str) -> None: ...
+    def head(self, room: str) -> Position | None: ...
+    def replay(self, room: str, after: Position) -> list[Envelope]: ...
     def close(self) -> None: ...
 
 
 class LocalBackend:
-    """No transport: only this process's sockets exist. The default; needs nothing."""
+    """No transport: only this process's sockets exist. The default; needs nothing.
+
+    Keeps each room's last ``history`` messages, for at most ``history_age``
+    seconds (None: no age limit), in memory: a client that reconnects to this
+    process resumes from its last position. The epoch is new in every process,
+    so a position from before a restart is reported as a reset history.
+    """
+
+    history = True
+
+    # A room's record (its counter: the positions) stays when its messages age out, so that
+    # a client whose last message aged out with nothing after it resumes without a false gap.
+
+    def __init__(self, history: int = 1000, history_age: float | None = 600.0) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self.max_history = history
+        self.history_age = history_age
+        self.epoch = os.urandom(4).hex()
+        self._deliver: Deliver | None = None
+        self._lock = threading.Lock()
+        self._rooms: dict[str, _LocalRoom] = {}
 
     def start(self, deliver: Deliver) -> None:
-        pass
+        self._deliver = deliver
 
     def publish(self, envelope: Envelope) -> None:
+        room = envelope.room
+        now = time.monotonic()
+        with self._lock:
+            if room is None:
+                positioned = envelope
+            else:
+                history = self._rooms.get(room)
+                if history is None:
+                    history = self._rooms[room] = _LocalRoom()
+                history.added += 1
+                positioned = replace(envelope, position=Position(self.epoch, f"0-{history.added}"))
+                if envelope.kind == MESSAGE:
+                    history.entries.append((now, positioned))
+                    self._trim(history, now)
+        deliver = self._deliver
+        if deliver is not None:
+            deliver(positioned)
+
+    def _trim(self, history: _LocalRoom, now: float) -> None:
+        entries = history.entries
+        age = self.history_age
+        while entries and (
+            len(entries) > self.max_history or (age is not None and now - entries[0][0] > age)
+        ):
+            _, gone = entries.popleft()
+            assert gone.position is not None
+            history.trimmed = gone.position.key
+
+    def watch(self, room: str, start: Position | None) -> None:
         pass
 
-    def close(self) -> None:
+    def unwatch(self, room: str) -> None:
         pass
+
+    def head(self, room: str) -> Position:
+        with self._lock:
+            history = self._rooms.get(room)
+            if history is None:
+                history = self._rooms[room] = _LocalRoom()
+            return Position(self.epoch, f"0-{history.added}")
+
+    def replay(self, room: str, after: Position) -> list[Envelope]:
+        with self._lock:
+            history = self._rooms.get(room)
+            if after.epoch != self.epoch or history is None:
+                raise HistoryGap(room, after, "epoch")  # from another life of this process
+            self._trim(history, time.monotonic())
+            key = after.key
+            if history.trimmed > key:
+                raise HistoryGap(room, after, "trimmed")
+            return [
+                e for _, e in history.entries if e.position is not None and e.position.key > key
+            ]
+
+    def close(self) -> None:
+        self._deliver = None
+
+
+class _LocalRoom:
+    __slots__ = ("added", "entries", "trimmed")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, Envelope]] = deque()
+        self.added = 0
+        self.trimmed: tuple[int, int] = (0, 0)  # key of the newest message trimmed away
 
 
 @dataclass
@@ -132,13 +322,14 @@ class HubStats:
     overflows: int = 0  #: queue overflows (socket closed or oldest message dropped)
     #: per-publisher sequence gaps seen (messages another process published that never came)
     gaps: int = 0
+    replayed: int = 0  #: messages replayed to resuming sockets
     extra: dict[str, int] = field(default_factory=dict)
 
 
 class _Member:
     """One socket's membership: its rooms and its outgoing queue."""
 
-    __slots__ = ("evicted", "id", "queue", "rooms", "sending", "ws")
+    __slots__ = ("evicted", "holding", "id", "queue", "rooms", "seam", "sending", "ws")
 
     def __init__(self, ws: WebSocket, member_id: str) -> None:
         self.ws = ws
@@ -147,6 +338,10 @@ class _Member:
         self.queue: deque[str | bytes] | None = None  # created on first message
         self.sending = False  # a sender greenlet is draining the queue
         self.evicted = False
+        # While a resume replays a room's history: the live envelopes that arrive meanwhile.
+        self.holding: dict[str, list[Envelope]] | None = None
+        # After a resume: the last replayed position per room; live messages up to it are skipped.
+        self.seam: dict[str, tuple[int, int]] | None = None
 
 
 class Hub:
@@ -160,10 +355,19 @@ class Hub:
     - ``"close"`` (default): the socket is removed from the hub and closed with
       ``overflow_code`` (1013 "try again later" by default), reason
       ``"slow consumer"``; the messages queued for it are dropped. A client
-      that reconnects gets a fresh start.
+      that reconnects resumes from its last position.
     - ``"drop_oldest"``: the oldest queued message is dropped for that socket
       only; it stays, and misses messages. For dashboards where only the latest
       state matters.
+
+    ``wire_format(envelope) -> str | bytes``: what a socket receives for a
+    message, called once per message and process; None sends the payload as it
+    was published. With a backend that keeps history ``envelope.position`` is
+    set: put ``envelope.position.token`` in the frame so the client can resume.
+
+    ``reset_code``: when a room's history is found reset under live sockets
+    (Redis lost it), its members here are closed with this code (1012 "service
+    restart"), so that their clients reconnect and learn of the gap on resume.
 
     A socket whose connection fails while the hub writes to it is removed
     quietly; the others are not affected.
@@ -176,6 +380,8 @@ class Hub:
         max_queue: int = 256,
         overflow: Overflow = "close",
         overflow_code: int = CloseCode.TRY_AGAIN_LATER,
+        wire_format: WireFormat | None = None,
+        reset_code: int = CloseCode.SERVICE_RESTART,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -185,12 +391,17 @@ class Hub:
         self.max_queue = max_queue
         self.overflow = overflow
         self.overflow_code = overflow_code
+        self.wire_format = wire_format
+        self.reset_code = reset_code
         self.stats = HubStats()
+        self._history = bool(getattr(self.backend, "history", False))
         self._lock = threading.Lock()  # never held across anything that blocks
         self._members: dict[WebSocket, _Member] = {}
         self._rooms: dict[str, dict[_Member, None]] = {}  # ordered sets
+        self._watched: set[str] = set()  # rooms the backend delivers to us
         self._by_id: dict[str, _Member] = {}
         self._seen: OrderedDict[str, int] = OrderedDict()  # publisher -> last seq
+        self._last: dict[str, Position] = {}  # room -> last position delivered here
         self._pid = -1
         self._node = ""
         self._seq = 0
@@ -202,15 +413,31 @@ class Hub:
         """A hub on the backend ``url`` names: empty or None is in-process, ``redis://``,
         ``rediss://`` and ``unix://`` are Redis (needs the ``redis`` extra).
 
-        Keyword arguments go to :class:`Hub`, except ``channel`` (Redis channel name).
+        Redis options: ``transport="streams"`` (default: history, recovery,
+        each process reads only its rooms) or ``"pubsub"`` (at most once, no
+        history); ``prefix`` (streams key prefix) or ``channel`` (pub/sub channel);
+        ``history`` and ``history_age`` (both). Other keyword arguments go to :class:`Hub`.
         """
+        transport = str(options.pop("transport", "streams"))
         channel = options.pop("channel", None)
+        prefix = options.pop("prefix", None)
+        bounds = {k: options.pop(k) for k in ("history", "history_age") if k in options}
         if not url:
-            return cls(**options)  # type: ignore[arg-type]
+            return cls(LocalBackend(**bounds), **options)  # type: ignore[arg-type]
         if url.startswith(("redis://", "rediss://", "unix://")):
-            from .backends.redis import RedisBackend
+            from .backends import redis as redis_backends
 
-            backend = RedisBackend(url, channel=str(channel or "wsgiws:hub"))
+            backend: Backend
+            if transport == "pubsub":
+                backend = redis_backends.RedisBackend(url, channel=str(channel or "wsgiws:hub"))
+            elif transport == "streams":
+                backend = redis_backends.RedisStreamsBackend(
+                    url,
+                    prefix=str(prefix or "wsgiws"),
+                    **bounds,  # type: ignore[arg-type]
+                )
+            else:
+                raise ValueError(f"unknown Redis transport {transport!r}")
             return cls(backend, **options)  # type: ignore[arg-type]
         raise ValueError(f"no hub backend for {url!r}")
 
@@ -236,17 +463,32 @@ class Hub:
 
     # ----------------------------------------------------------- membership
 
-    def join(self, ws: WebSocket, *rooms: str) -> str:
+    def join(self, ws: WebSocket, *rooms: str, after: str | Position | None = None) -> str:
         """Add ``ws`` to the hub and to ``rooms``; returns its global socket id.
 
+        ``after``: the position (token) of the last message the client saw in
+        the one room given: the socket first gets every message of the room
+        after it, then the live ones, each once, in order. If that history is
+        gone, :class:`HistoryGap` is raised and the socket is not in the room.
+
         Joining with no room makes it a member that only broadcasts reach.
-        Accepts the WebSocket if the handler has not yet. A closed socket joins
-        nothing. The socket leaves every room when it closes.
+        Accepts the WebSocket if the handler has not yet. The socket leaves
+        every room when it closes.
         """
+        resume: Position | None = None
+        if after is not None:
+            if len(rooms) != 1:
+                raise ValueError("join(after=...) takes exactly one room")
+            if not self._history:
+                raise HistoryGap(rooms[0], None, "no history")
+            resume = Position.parse(after)
         if not ws.accepted:
             ws.accept()
         node = self.node_id
         new = False
+        if not self._started:
+            self._start()
+        self._watch(rooms)
         with self._lock:
             member = self._members.get(ws)
             if member is None:
@@ -256,13 +498,76 @@ class Hub:
                 self._by_id[member.id] = member
                 new = True
             for room in rooms:
+                if room in member.rooms:
+                    resume = None  # already live in it: nothing to catch up
+                elif resume is not None:
+                    if member.holding is None:
+                        member.holding = {}
+                    member.holding[room] = []
                 member.rooms.add(room)
                 self._rooms.setdefault(room, {})[member] = None
         if new:
             ws.add_close_callback(self._closed)
-        if not self._started:
-            self._start()
+        if resume is not None:
+            self._resume(member, rooms[0], resume)
         return member.id
+
+    def _watch(self, rooms: Iterable[str]) -> None:
+        """Have the backend deliver these rooms to this process (history backends
+        read only rooms with members here)."""
+        for room in rooms:
+            if room in self._watched:
+                continue
+            start = self.backend.head(room) if self._history else None
+            with self._lock:
+                if room in self._watched:
+                    continue
+                self._watched.add(room)
+            self.backend.watch(room, start)
+
+    def _resume(self, member: _Member, room: str, after: Position) -> None:
+        try:
+            missed = self.backend.replay(room, after)
+        except HistoryGap:
+            with self._lock:
+                if member.holding is not None:
+                    member.holding.pop(room, None)
+                member.rooms.discard(room)
+                self._discard_from_room(room, member)
+            raise
+        with self._lock:
+            held = member.holding.pop(room, []) if member.holding is not None else []
+            if not member.holding:
+                member.holding = None
+            last = after.key
+            for envelope in missed:
+                last = self._enqueue_positioned(member, envelope, last)
+            for envelope in held:
+                last = self._enqueue_positioned(member, envelope, last)
+            if member.seam is None:
+                member.seam = {}
+            member.seam[room] = last
+            self.stats.replayed += len(missed)
+        self._kick(member)
+
+    def _enqueue_positioned(
+        self, member: _Member, envelope: Envelope, last: tuple[int, int]
+    ) -> tuple[int, int]:
+        # The hub lock is held. Queues one replayed or held envelope past ``last``.
+        position = envelope.position
+        if position is None or position.key <= last:
+            return last
+        if envelope.kind == MESSAGE and envelope.exclude != member.id:
+            self._append(member, self._frame(envelope))
+        return position.key
+
+    def position(self, room: str) -> str | None:
+        """The token of the last message in ``room`` (None without history): what
+        a client that joins now and has seen nothing resumes from."""
+        if not self._history:
+            return None
+        head = self.backend.head(room)
+        return head.token if head is not None else None
 
     def leave(self, ws: WebSocket, *rooms: str) -> None:
         """Take ``ws`` out of ``rooms``; with no room, out of the hub altogether."""
@@ -307,16 +612,24 @@ class Hub:
         for room in member.rooms:
             self._discard_from_room(room, member)
         member.rooms = set()
+        member.holding = None
         if drop_queue:
             member.evicted = True
             member.queue = None
 
     def _discard_from_room(self, room: str, member: _Member) -> None:
+        # The hub lock is held.
+        if member.seam is not None:
+            member.seam.pop(room, None)
         sockets = self._rooms.get(room)
         if sockets is not None:
             sockets.pop(member, None)
             if not sockets:
                 del self._rooms[room]
+                if room in self._watched:
+                    self._watched.discard(room)
+                    self._last.pop(room, None)
+                    self.backend.unwatch(room)
 
     # -------------------------------------------------------------- sending
 
@@ -343,11 +656,20 @@ class Hub:
         """Send ``message`` to every member of the hub, on every process of the backend."""
         self._publish(None, message, exclude)
 
+    def close_room(
+        self, room: str, code: int = CloseCode.POLICY_VIOLATION, reason: str = ""
+    ) -> None:
+        """Close every socket in ``room``, on every process of the backend, with
+        ``code`` and ``reason``. E.g. log a user out everywhere: join each of the
+        user's sockets to ``"user:<id>"`` and close that room."""
+        self._publish(room, json.dumps({"code": code, "reason": reason}), None, CLOSE)
+
     def _publish(
         self,
         room: str | None,
         message: str | bytes | bytearray | memoryview,
         exclude: WebSocket | str | None,
+        kind: str = MESSAGE,
     ) -> None:
         payload: str | bytes = message if isinstance(message, str) else bytes(message)
         if isinstance(exclude, WebSocket):
@@ -359,10 +681,13 @@ class Hub:
         with self._lock:
             self._seq += 1
             seq = self._seq
+        envelope = Envelope(room, payload, exclude_id, node, seq, kind)
+        if self._history:
+            self.backend.publish(envelope)  # comes back to us with its position, in order
+        else:
+            self._deliver_local(envelope)  # our own sockets never depend on the backend
+            self.backend.publish(envelope)
         self.stats.published += 1
-        envelope = Envelope(room, payload, exclude_id, node, seq)
-        self._deliver_local(envelope)  # our own sockets never depend on the backend
-        self.backend.publish(envelope)
 
     def _start(self) -> None:
         with self._lock:
@@ -372,7 +697,10 @@ class Hub:
         self.backend.start(self._receive)
 
     def _receive(self, envelope: Envelope) -> None:
-        """An envelope from another process (the backend's ``deliver``)."""
+        """An envelope from the backend (its ``deliver``)."""
+        if self._history:
+            self._receive_positioned(envelope)
+            return
         if envelope.publisher == self.node_id:
             return  # our own, already delivered
         with self._lock:
@@ -389,32 +717,65 @@ class Hub:
         self.stats.received += 1
         self._deliver_local(envelope)
 
+    def _receive_positioned(self, envelope: Envelope) -> None:
+        room, position = envelope.room, envelope.position
+        if room is not None and position is not None:
+            with self._lock:
+                last = self._last.get(room)
+                if last is not None and last.epoch == position.epoch and position.key <= last.key:
+                    self.stats.duplicates += 1
+                    return
+                self._last[room] = position
+            if last is not None and last.epoch != position.epoch:
+                self.stats.gaps += 1
+                logger.warning(
+                    "hub: the history of room %r was reset (epoch %s, now %s): closing its "
+                    "sockets here with %d so that their clients resynchronise",
+                    room,
+                    last.epoch,
+                    position.epoch,
+                    self.reset_code,
+                )
+                self._close_members(room, self.reset_code, "history reset")
+                return
+        self.stats.received += 1
+        self._deliver_local(envelope)
+
+    def _frame(self, envelope: Envelope) -> str | bytes:
+        wire_format = self.wire_format
+        return envelope.payload if wire_format is None else wire_format(envelope)
+
     def _deliver_local(self, envelope: Envelope) -> None:
-        payload = envelope.payload
+        if envelope.kind == CLOSE:
+            self._close_order(envelope)
+            return
         exclude = envelope.exclude
+        payload: str | bytes | None = None
         starting: list[_Member] = []
         overflowed: list[_Member] = []
+        room = envelope.room
         with self._lock:
-            if envelope.room is None:
+            if room is None:
                 targets: Iterable[_Member] = self._members.values()
             else:
-                targets = self._rooms.get(envelope.room, ())
-            limit = self.max_queue
+                targets = self._rooms.get(room, ())
             for member in targets:
                 if member.id == exclude:
                     continue
-                queue = member.queue
-                if queue is None:
-                    queue = member.queue = deque()
-                elif len(queue) >= limit:
-                    if self.overflow == "drop_oldest":
-                        queue.popleft()
-                        self.stats.overflows += 1
-                    else:
-                        overflowed.append(member)
+                if room is not None:
+                    if member.holding is not None and room in member.holding:
+                        member.holding[room].append(envelope)  # its resume is replaying
                         continue
-                queue.append(payload)
-                if not member.sending:
+                    if member.seam is not None and room in member.seam:
+                        assert envelope.position is not None
+                        if envelope.position.key <= member.seam[room]:
+                            continue  # the replay already gave it
+                        del member.seam[room]
+                if payload is None:
+                    payload = self._frame(envelope)
+                if not self._append(member, payload):
+                    overflowed.append(member)
+                elif not member.sending:
                     member.sending = True
                     starting.append(member)
             for member in overflowed:
@@ -424,6 +785,49 @@ class Hub:
             self._spawn_sender(member)
         for member in overflowed:
             self._evict(member)
+
+    def _append(self, member: _Member, payload: str | bytes) -> bool:
+        """Queue ``payload`` for ``member`` (hub lock held); False if it overflowed
+        under the ``close`` policy."""
+        queue = member.queue
+        if queue is None:
+            queue = member.queue = deque()
+        elif len(queue) >= self.max_queue:
+            if self.overflow != "drop_oldest":
+                return False
+            queue.popleft()
+            self.stats.overflows += 1
+        queue.append(payload)
+        return True
+
+    def _kick(self, member: _Member) -> None:
+        """Start ``member``'s sender if something waits and none runs."""
+        with self._lock:
+            if member.sending or not member.queue or member.evicted:
+                return
+            member.sending = True
+        self._spawn_sender(member)
+
+    def _close_order(self, envelope: Envelope) -> None:
+        try:
+            order = json.loads(envelope.payload)
+            code, reason = int(order["code"]), str(order.get("reason", ""))
+        except (ValueError, TypeError, KeyError):
+            logger.warning("hub: ignoring a malformed close order for room %r", envelope.room)
+            return
+        if envelope.room is not None:
+            self._close_members(envelope.room, code, reason)
+
+    def _close_members(self, room: str, code: int, reason: str) -> None:
+        with self._lock:
+            members = list(self._rooms.get(room, ()))
+            for member in members:
+                self._remove(member)
+        for member in members:
+            member.ws.remove_close_callback(self._closed)
+            self._close_socket(member.ws, code, reason)
+        if members:
+            logger.info("hub: closed %d sockets of room %r with %d", len(members), room, code)
 
     def _spawn_sender(self, member: _Member) -> None:
         rt = member.ws._rt
@@ -472,14 +876,16 @@ class Hub:
             self.max_queue,
             self.overflow_code,
         )
+        self._close_socket(ws, self.overflow_code, "slow consumer")
+
+    def _close_socket(self, ws: WebSocket, code: int, reason: str) -> None:
         rt = ws._rt
         if rt is None:  # pragma: no cover
             return
-        code = self.overflow_code
 
         def close() -> None:
             try:
-                ws.close(code, "slow consumer")
+                ws.close(code, reason)
             except (ConnectionClosed, OSError):
                 pass
 
@@ -492,6 +898,7 @@ class Hub:
         self.backend.close()
         with self._lock:
             self._started = False
+            self._watched.clear()
 
     def __repr__(self) -> str:
         return (
