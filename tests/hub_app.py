@@ -20,11 +20,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from wsgiws import WebSocket, WebSocketMiddleware
-from wsgiws.hub import Hub
+from wsgiws.hub import HistoryGap, Hub, json_wire_format
+from wsgiws.resume import GAP_CODE
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(name)s: %(message)s")
 hub = Hub.from_url(
-    os.environ.get("WSGIWS_REDIS_URL"), max_queue=int(os.environ.get("HUB_MAX_QUEUE", "256"))
+    os.environ.get("WSGIWS_REDIS_URL"),
+    max_queue=int(os.environ.get("HUB_MAX_QUEUE", "256")),
+    transport=os.environ.get("HUB_TRANSPORT", "streams"),
+    history=int(os.environ.get("HUB_HISTORY", "1000")),
+    wire_format=json_wire_format if os.environ.get("HUB_WIRE") == "json" else None,
 )
 
 
@@ -47,10 +52,7 @@ def handler(ws: WebSocket) -> None:
     query = parse_qs(ws.environ.get("QUERY_STRING", ""))
     rooms = [r for r in query.get("rooms", [""])[0].split(",") if r]
     my_id = hub.join(ws, *rooms)
-    deadline = time.monotonic() + 5
-    backend = hub.backend
-    while not getattr(backend, "subscribed", True) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until_reading()
     ws.send(json.dumps({"id": my_id, "pid": os.getpid()}))
     for raw in ws:
         command = json.loads(raw)
@@ -64,3 +66,27 @@ def handler(ws: WebSocket) -> None:
             hub.join(ws, command["room"])
         elif op == "leave":
             hub.leave(ws, command["room"])
+
+
+def wait_until_reading() -> None:
+    deadline = time.monotonic() + 5
+    backend = hub.backend
+    while not getattr(backend, "subscribed", True) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@app.route("/feed")
+def feed(ws: WebSocket) -> None:
+    query = parse_qs(ws.environ.get("QUERY_STRING", ""))
+    room = query["room"][0]
+    position = query.get("after", [None])[0] or hub.position(room)
+    hub.join(ws)
+    wait_until_reading()
+    ws.send(json.dumps({"pos": position, "pid": os.getpid()}))
+    try:
+        hub.join(ws, room, after=position)
+    except HistoryGap as gap:
+        ws.close(GAP_CODE, gap.reason)
+        return
+    for _ in ws:
+        pass

@@ -45,6 +45,7 @@ __all__ = [
     "HubUnavailable",
     "LocalBackend",
     "Position",
+    "json_wire_format",
 ]
 
 logger = logging.getLogger("wsgiws.hub")
@@ -95,6 +96,22 @@ class Position:
 
     def __str__(self) -> str:
         return self.token
+
+
+def json_wire_format(envelope: Envelope) -> str:
+    """A ready-made ``wire_format``: ``{"room": r, "pos": token, "data": payload}`` as
+    JSON text (a binary payload goes base64 in ``"b64"`` instead of ``"data"``).
+    What ``wsgiws.resume`` and ``wsgiws-rooms.js`` read by default."""
+    frame: dict[str, object] = {"room": envelope.room}
+    if envelope.position is not None:
+        frame["pos"] = envelope.position.token
+    if isinstance(envelope.payload, str):
+        frame["data"] = envelope.payload
+    else:
+        import base64
+
+        frame["b64"] = base64.b64encode(envelope.payload).decode()
+    return json.dumps(frame, separators=(",", ":"))
 
 
 class HistoryGap(Exception):
@@ -329,7 +346,7 @@ class HubStats:
 class _Member:
     """One socket's membership: its rooms and its outgoing queue."""
 
-    __slots__ = ("evicted", "holding", "id", "queue", "rooms", "seam", "sending", "ws")
+    __slots__ = ("evicted", "holding", "id", "queue", "rooms", "seam", "sending", "slack", "ws")
 
     def __init__(self, ws: WebSocket, member_id: str) -> None:
         self.ws = ws
@@ -342,6 +359,9 @@ class _Member:
         self.holding: dict[str, list[Envelope]] | None = None
         # After a resume: the last replayed position per room; live messages up to it are skipped.
         self.seam: dict[str, tuple[int, int]] | None = None
+        # Queue room granted to a replay on top of max_queue (shrinks as the queue drains):
+        # a resume may owe a whole history, which is no sign of a slow consumer.
+        self.slack = 0
 
 
 class Hub:
@@ -523,6 +543,8 @@ class Hub:
                 if room in self._watched:
                     continue
                 self._watched.add(room)
+                if start is not None:
+                    self._last.setdefault(room, start)  # its epoch: a reset is seen as one
             self.backend.watch(room, start)
 
     def _resume(self, member: _Member, room: str, after: Position) -> None:
@@ -540,6 +562,7 @@ class Hub:
             if not member.holding:
                 member.holding = None
             last = after.key
+            member.slack += len(missed) + len(held)
             for envelope in missed:
                 last = self._enqueue_positioned(member, envelope, last)
             for envelope in held:
@@ -792,7 +815,7 @@ class Hub:
         queue = member.queue
         if queue is None:
             queue = member.queue = deque()
-        elif len(queue) >= self.max_queue:
+        elif len(queue) >= self.max_queue + member.slack:
             if self.overflow != "drop_oldest":
                 return False
             queue.popleft()
@@ -848,6 +871,8 @@ class Hub:
                         member.queue = None  # idle members hold no deque
                     return
                 message = queue.popleft()
+                if member.slack:
+                    member.slack -= 1
             try:
                 ws.send(message)
             except (ConnectionClosed, OSError) as exc:

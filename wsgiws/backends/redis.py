@@ -271,7 +271,7 @@ local field = 'p:' .. ARGV[1]
 if seq <= tonumber(redis.call('HGET', KEYS[2], field) or '0') then return false end
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then epoch = ARGV[6] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'e', epoch, 'd', ARGV[3])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[4], '*', 'e', epoch, 'd', ARGV[3])
 redis.call('HSET', KEYS[2], 'epoch', epoch, field, ARGV[2], 'last', id)
 local age = tonumber(ARGV[5])
 if age > 0 then
@@ -328,9 +328,10 @@ class RedisStreamsBackend:
     """Envelopes in Redis streams, one per room: history, recovery, each process
     reading only its rooms (needs Redis 7 or a compatible server).
 
-    ``history``: messages kept per room (at least that many: trimming is Redis's
-    efficient approximate kind); ``history_age``: seconds a message is kept
-    (None: no age limit; an idle room's stream then lives forever). Each room
+    ``history``: messages kept per room (exactly); ``history_age``: seconds a
+    message is kept at least (trimmed by Redis's cheap approximate ``MINID ~``,
+    so a little longer; None: no age limit, and an idle room's stream then lives
+    forever, else it expires ``history_age`` + 60 s after its last message). Each room
     has a meta hash with its epoch, last id and the publishers' last sequence
     numbers (kept 7 days after the room's last message).
 
