@@ -263,7 +263,10 @@ class RedisBackend:
 
 # Appends one envelope to a room's stream, once: the room's meta hash remembers each
 # publisher's last sequence number, so a batch retried after a lost reply adds nothing
-# twice. Creates the room's epoch on first use and trims by count and age.
+# twice. Creates the room's epoch on first use, and trims by count and age, exactly,
+# recording in 'floor' the newest id trimmed away: a client whose position is older
+# than that has missed a message that is gone. (Redis's own 'max-deleted-entry-id'
+# counts XDEL only, not trimming.)
 # KEYS: stream, meta. ARGV: publisher, seq, data, maxlen, age_ms, new epoch, stream ttl, meta ttl.
 _PUBLISH = """
 local seq = tonumber(ARGV[2])
@@ -271,14 +274,27 @@ local field = 'p:' .. ARGV[1]
 if seq <= tonumber(redis.call('HGET', KEYS[2], field) or '0') then return false end
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then epoch = ARGV[6] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[4], '*', 'e', epoch, 'd', ARGV[3])
+local id = redis.call('XADD', KEYS[1], '*', 'e', epoch, 'd', ARGV[3])
 redis.call('HSET', KEYS[2], 'epoch', epoch, field, ARGV[2], 'last', id)
+local floor = nil
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[4])
+if excess > 0 then
+  local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  floor = gone[#gone][1]
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', ARGV[4])
+end
 local age = tonumber(ARGV[5])
 if age > 0 then
   local now = redis.call('TIME')
-  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
-  if cutoff > 0 then redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', cutoff)) end
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local cutoff = string.format('%d', ms - age)
+  local old = redis.call('XREVRANGE', KEYS[1], '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then
+    floor = old[1][1]
+    redis.call('XTRIM', KEYS[1], 'MINID', '=', cutoff .. '-0')
+  end
 end
+if floor then redis.call('HSET', KEYS[2], 'floor', floor) end
 if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
 redis.call('EXPIRE', KEYS[2], ARGV[8])
 return id
@@ -296,27 +312,19 @@ return {epoch, redis.call('HGET', KEYS[1], 'last') or '0-0'}
 """
 
 # Everything after a position, or why not: {'ok', entries} | {'epoch'} | {'trimmed'}.
-# 'max-deleted-entry-id' (Redis 7) is the newest id trimming removed: past the client's
-# position means the client missed something that is gone.
+# A stream that expired (idle longer than its ttl) lost everything up to 'last'.
 # KEYS: stream, meta. ARGV: epoch, after.
 _REPLAY = """
 if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[1] then return {'epoch'} end
-local function after(a, b)
+local function later(a, b)
   local ah, al = string.match(a, '^(%d+)-(%d+)$')
   local bh, bl = string.match(b, '^(%d+)-(%d+)$')
   ah, al, bh, bl = tonumber(ah), tonumber(al), tonumber(bh), tonumber(bl)
   return ah > bh or (ah == bh and al > bl)
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if after(redis.call('HGET', KEYS[2], 'last') or '0-0', ARGV[2]) then return {'trimmed'} end
-  return {'ok', {}}
-end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' and after(info[i + 1], ARGV[2]) then
-    return {'trimmed'}
-  end
-end
+local floor = redis.call('HGET', KEYS[2], 'floor') or '0-0'
+if redis.call('EXISTS', KEYS[1]) == 0 then floor = redis.call('HGET', KEYS[2], 'last') or '0-0' end
+if later(floor, ARGV[2]) then return {'trimmed'} end
 return {'ok', redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+')}
 """
 
@@ -328,10 +336,10 @@ class RedisStreamsBackend:
     """Envelopes in Redis streams, one per room: history, recovery, each process
     reading only its rooms (needs Redis 7 or a compatible server).
 
-    ``history``: messages kept per room (exactly); ``history_age``: seconds a
-    message is kept at least (trimmed by Redis's cheap approximate ``MINID ~``,
-    so a little longer; None: no age limit, and an idle room's stream then lives
-    forever, else it expires ``history_age`` + 60 s after its last message). Each room
+    ``history``: messages kept per room; ``history_age``: seconds a message is
+    kept (None: no age limit, and an idle room's stream then lives forever, else
+    it expires ``history_age`` + 60 s after its last message). Both are applied
+    exactly, by whichever process publishes: give every process the same values. Each room
     has a meta hash with its epoch, last id and the publishers' last sequence
     numbers (kept 7 days after the room's last message).
 
