@@ -397,3 +397,32 @@ def test_close_room_closes_its_members_with_the_code(pairs: list[Pair]) -> None:
     assert hub.members("lobby") == [c.server]
     hub.send("lobby", "still here")
     assert c.got() == ["still here"]
+
+
+def test_presence_lists_members_with_their_info_and_hooks_hear_joins_and_leaves(
+    pairs: list[Pair],
+) -> None:
+    events: list[tuple[str, str, str, object]] = []
+    hub = Hub(on_presence=lambda *event: events.append(event))
+    a, b = make(pairs, 2)
+    a.serve()
+    a_id = hub.join(a.server, "room", info={"name": "alice"})
+    b_id = hub.join(b.server, "room", info={"name": "bob"})
+    hub.join(b.server, "quiet")  # no info: not announced, not listed
+    assert hub.presence("room") == {a_id: {"name": "alice"}, b_id: {"name": "bob"}}
+    assert hub.presence("quiet") == {}
+    hub.leave(b.server, "room")
+    deadline = time.monotonic() + 3
+    while b_id in hub.presence("room") and time.monotonic() < deadline:
+        gevent.sleep(0.01)  # the leave is recorded by a greenlet of its own
+    a.client.close()  # alice's connection ends: she leaves every room
+    deadline = time.monotonic() + 3
+    while hub.presence("room") and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert hub.presence("room") == {}
+    assert events == [
+        ("room", "join", a_id, {"name": "alice"}),
+        ("room", "join", b_id, {"name": "bob"}),
+        ("room", "leave", b_id, {"name": "bob"}),
+    ]  # alice's leave reached nobody here: the room had no member left to hear it
+    assert b.got() == []  # presence events are not messages

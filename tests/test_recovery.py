@@ -5,16 +5,20 @@ Redis with an append-only file, the Redis Streams transport, wsgiws.resume.Follo
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from tests import redis_server
 from tests.conftest import require_binary
@@ -23,6 +27,8 @@ from wsgiws.hub import Hub
 from wsgiws.resume import Follower, ResumeFailed
 
 APP = "tests.hub_app:app"
+
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,12 @@ def redis() -> Iterator[redis_server.RedisServer]:
 
 @pytest.fixture(scope="module")
 def instances(redis: redis_server.RedisServer) -> Iterator[list[Server]]:
-    env = {"WSGIWS_REDIS_URL": redis.url, "HUB_WIRE": "json", "HUB_HISTORY": "20000"}
+    env = {
+        "WSGIWS_REDIS_URL": redis.url,
+        "HUB_WIRE": "json",
+        "HUB_HISTORY": "20000",
+        "HUB_PRESENCE_TTL": "2",
+    }
     with ExitStack() as stack:
         yield [
             stack.enter_context(serve("gunicorn-gevent", APP, ["-w", "2"], env=env))
@@ -133,3 +144,46 @@ def test_ten_thousand_messages_arrive_once_in_order_through_cuts(
         for subscriber in subscribers:
             subscriber.follower.stop()
         publisher.close()
+
+
+def who(server: Server, room: str) -> dict[str, dict[str, str]]:
+    with urllib.request.urlopen(f"{server.http_url}/who?room={room}", timeout=10) as reply:
+        return dict(json.load(reply))
+
+
+def test_presence_spans_workers_and_a_killed_workers_members_expire(
+    instances: list[Server],
+) -> None:
+    sockets: list[tuple[ClientConnection, int]] = []
+    try:
+        for n in range(8):
+            ws = connect(f"{instances[n % 2].url}/ws?rooms=team&name=u{n}", open_timeout=10)
+            sockets.append((ws, json.loads(ws.recv(timeout=10))["pid"]))
+        pids = {pid for _, pid in sockets}
+        assert len(pids) >= 3  # over both instances and several workers
+        names = {info["name"] for info in who(instances[1], "team").values()}
+        assert names == {f"u{n}" for n in range(8)}
+        victim = sockets[0][1]
+        os.kill(victim, signal.SIGKILL)  # no leave ever said: its entries must expire
+        killed_at = time.monotonic()
+        alive = {f"u{n}" for n, (_, pid) in enumerate(sockets) if pid != victim}
+        while {info["name"] for info in who(instances[0], "team").values()} != alive:
+            assert time.monotonic() - killed_at < 2 + 3, "a dead worker's members stayed"
+            time.sleep(0.1)
+        # Log a user out everywhere: one call closes the room's sockets on every worker.
+        survivors = [ws for ws, pid in sockets if pid != victim]
+        survivors[0].send(json.dumps({"op": "close_room", "room": "team", "code": 4001,
+                                      "reason": "logged out"}))  # fmt: skip
+        for ws in survivors:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "logged out")
+        deadline = time.monotonic() + 10
+        while who(instances[0], "team"):  # closed sockets leave the presence lists
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        for ws, _ in sockets:
+            ws.close()

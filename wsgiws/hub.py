@@ -54,9 +54,12 @@ Deliver = Callable[["Envelope"], None]
 Overflow = Literal["close", "drop_oldest"]
 WireFormat = Callable[["Envelope"], "str | bytes"]
 
-#: Envelope kinds: an app message, or an order to close the room's sockets.
+#: Envelope kinds: an app message, an order to close the room's sockets, presence events.
 MESSAGE = "m"
 CLOSE = "c"
+JOINED = "j"
+LEFT = "l"
+PresenceHook = Callable[[str, str, str, object], None]
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,10 @@ class Backend(Protocol):
       for none), creating the room's epoch if it has none.
     - ``replay(room, after)``: the room's messages after ``after``, oldest first;
       raises :class:`HistoryGap` if some of them are gone.
+    - ``present(room, member_id, info)`` / ``absent(room, member_id)``: record
+      that a member with app ``info`` is in / left ``room`` (may block);
+      ``presence(room)`` returns ``({member_id: info} of live members, [ids of
+      members whose process died, now removed])`` across every process.
     - ``close()``: stop receiving and release connections.
     """
 
@@ -229,6 +236,9 @@ class Backend(Protocol):
     def unwatch(self, room: str) -> None: ...
     def head(self, room: str) -> Position | None: ...
     def replay(self, room: str, after: Position) -> list[Envelope]: ...
+    def present(self, room: str, member_id: str, info: object) -> None: ...
+    def absent(self, room: str, member_id: str) -> None: ...
+    def presence(self, room: str) -> tuple[dict[str, object], list[str]]: ...
     def close(self) -> None: ...
 
 
@@ -255,6 +265,7 @@ class LocalBackend:
         self._deliver: Deliver | None = None
         self._lock = threading.Lock()
         self._rooms: dict[str, _LocalRoom] = {}
+        self._present: dict[str, dict[str, object]] = {}
 
     def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -314,6 +325,22 @@ class LocalBackend:
                 e for _, e in history.entries if e.position is not None and e.position.key > key
             ]
 
+    def present(self, room: str, member_id: str, info: object) -> None:
+        with self._lock:
+            self._present.setdefault(room, {})[member_id] = info
+
+    def absent(self, room: str, member_id: str) -> None:
+        with self._lock:
+            members = self._present.get(room)
+            if members is not None:
+                members.pop(member_id, None)
+                if not members:
+                    del self._present[room]
+
+    def presence(self, room: str) -> tuple[dict[str, object], list[str]]:
+        with self._lock:
+            return dict(self._present.get(room, {})), []  # one process: nobody dies alone
+
     def close(self) -> None:
         self._deliver = None
 
@@ -346,7 +373,18 @@ class HubStats:
 class _Member:
     """One socket's membership: its rooms and its outgoing queue."""
 
-    __slots__ = ("evicted", "holding", "id", "queue", "rooms", "seam", "sending", "slack", "ws")
+    __slots__ = (
+        "evicted",
+        "holding",
+        "id",
+        "info",
+        "queue",
+        "rooms",
+        "seam",
+        "sending",
+        "slack",
+        "ws",
+    )
 
     def __init__(self, ws: WebSocket, member_id: str) -> None:
         self.ws = ws
@@ -362,6 +400,7 @@ class _Member:
         # Queue room granted to a replay on top of max_queue (shrinks as the queue drains):
         # a resume may owe a whole history, which is no sign of a slow consumer.
         self.slack = 0
+        self.info: object = None  # app info for presence; None: not announced
 
 
 class Hub:
@@ -385,6 +424,11 @@ class Hub:
     was published. With a backend that keeps history ``envelope.position`` is
     set: put ``envelope.position.token`` in the frame so the client can resume.
 
+    ``on_presence(room, event, member_id, info)``: called in every process with
+    members in ``room`` when a member joined with ``info`` (``event`` is
+    ``"join"``) or left it (``"leave"``; also for a member whose process died,
+    found by :meth:`presence`). E.g. send "alice joined" to the local sockets.
+
     ``reset_code``: when a room's history is found reset under live sockets
     (Redis lost it), its members here are closed with this code (1012 "service
     restart"), so that their clients reconnect and learn of the gap on resume.
@@ -402,6 +446,7 @@ class Hub:
         overflow_code: int = CloseCode.TRY_AGAIN_LATER,
         wire_format: WireFormat | None = None,
         reset_code: int = CloseCode.SERVICE_RESTART,
+        on_presence: PresenceHook | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -413,6 +458,7 @@ class Hub:
         self.overflow_code = overflow_code
         self.wire_format = wire_format
         self.reset_code = reset_code
+        self.on_presence = on_presence
         self.stats = HubStats()
         self._history = bool(getattr(self.backend, "history", False))
         self._lock = threading.Lock()  # never held across anything that blocks
@@ -436,12 +482,14 @@ class Hub:
         Redis options: ``transport="streams"`` (default: history, recovery,
         each process reads only its rooms) or ``"pubsub"`` (at most once, no
         history); ``prefix`` (streams key prefix) or ``channel`` (pub/sub channel);
-        ``history`` and ``history_age`` (both). Other keyword arguments go to :class:`Hub`.
+        ``history`` and ``history_age`` (both); ``presence_ttl`` and ``max_outbox``
+        (streams; ignored in process). Other keyword arguments go to :class:`Hub`.
         """
         transport = str(options.pop("transport", "streams"))
         channel = options.pop("channel", None)
         prefix = options.pop("prefix", None)
         bounds = {k: options.pop(k) for k in ("history", "history_age") if k in options}
+        redis_only = {k: options.pop(k) for k in ("presence_ttl", "max_outbox") if k in options}
         if not url:
             return cls(LocalBackend(**bounds), **options)  # type: ignore[arg-type]
         if url.startswith(("redis://", "rediss://", "unix://")):
@@ -455,6 +503,7 @@ class Hub:
                     url,
                     prefix=str(prefix or "wsgiws"),
                     **bounds,  # type: ignore[arg-type]
+                    **redis_only,  # type: ignore[arg-type]
                 )
             else:
                 raise ValueError(f"unknown Redis transport {transport!r}")
@@ -483,13 +532,23 @@ class Hub:
 
     # ----------------------------------------------------------- membership
 
-    def join(self, ws: WebSocket, *rooms: str, after: str | Position | None = None) -> str:
+    def join(
+        self,
+        ws: WebSocket,
+        *rooms: str,
+        after: str | Position | None = None,
+        info: object = None,
+    ) -> str:
         """Add ``ws`` to the hub and to ``rooms``; returns its global socket id.
 
         ``after``: the position (token) of the last message the client saw in
         the one room given: the socket first gets every message of the room
         after it, then the live ones, each once, in order. If that history is
         gone, :class:`HistoryGap` is raised and the socket is not in the room.
+
+        ``info`` (JSON-serialisable, e.g. ``{"name": "alice"}``): the socket is
+        listed by :meth:`presence` in these rooms on every process, and
+        ``on_presence`` hooks hear of its joining and leaving.
 
         Joining with no room makes it a member that only broadcasts reach.
         Accepts the WebSocket if the handler has not yet. The socket leaves
@@ -530,7 +589,46 @@ class Hub:
             ws.add_close_callback(self._closed)
         if resume is not None:
             self._resume(member, rooms[0], resume)
+        if info is not None and rooms:
+            member.info = info
+            self._announce(JOINED, rooms, member.id, info)
         return member.id
+
+    def _announce(self, kind: str, rooms: Iterable[str], member_id: str, info: object) -> None:
+        for room in rooms:
+            if kind == JOINED:
+                self.backend.present(room, member_id, info)
+            else:
+                self.backend.absent(room, member_id)
+            payload = json.dumps({"id": member_id, "info": info})
+            self._publish(room, payload, None, kind)
+
+    def _departed(self, member: _Member, rooms: Iterable[str]) -> None:
+        # The hub lock is held: the presence records are updated by a greenlet of their own.
+        if member.info is None:
+            return
+        gone = list(rooms)
+        rt = member.ws._rt
+        if not gone or rt is None:
+            return
+        info = member.info
+
+        def announce() -> None:
+            try:
+                self._announce(LEFT, gone, member.id, info)
+            except Exception:
+                logger.exception("hub: recording that socket %s left failed", member.id)
+
+        rt.spawn(announce)
+
+    def presence(self, room: str) -> dict[str, object]:
+        """Who is in ``room`` on every process: ``{socket_id: info}`` of the sockets
+        that joined it with ``info``. Entries of a process that died disappear
+        within the backend's presence ttl (Redis: 15 s) and are announced as left."""
+        alive, dead = self.backend.presence(room)
+        for member_id in dead:
+            self._publish(room, json.dumps({"id": member_id, "info": None}), None, LEFT)
+        return alive
 
     def _watch(self, rooms: Iterable[str]) -> None:
         """Have the backend deliver these rooms to this process (history backends
@@ -601,9 +699,11 @@ class Hub:
             if not rooms:
                 self._remove(member, drop_queue=False)  # what was sent before still goes out
             else:
-                for room in rooms:
+                left = [room for room in rooms if room in member.rooms]
+                for room in left:
                     member.rooms.discard(room)
                     self._discard_from_room(room, member)
+                self._departed(member, left)
         if not rooms:
             ws.remove_close_callback(self._closed)
 
@@ -634,6 +734,7 @@ class Hub:
         self._by_id.pop(member.id, None)
         for room in member.rooms:
             self._discard_from_room(room, member)
+        self._departed(member, member.rooms)
         member.rooms = set()
         member.holding = None
         if drop_queue:
@@ -772,6 +873,9 @@ class Hub:
         if envelope.kind == CLOSE:
             self._close_order(envelope)
             return
+        if envelope.kind in (JOINED, LEFT):
+            self._presence_event(envelope)
+            return
         exclude = envelope.exclude
         payload: str | bytes | None = None
         starting: list[_Member] = []
@@ -840,6 +944,16 @@ class Hub:
             return
         if envelope.room is not None:
             self._close_members(envelope.room, code, reason)
+
+    def _presence_event(self, envelope: Envelope) -> None:
+        hook, room = self.on_presence, envelope.room
+        if hook is None or room is None or room not in self._rooms:
+            return
+        try:
+            event = json.loads(envelope.payload)
+            hook(room, "join" if envelope.kind == JOINED else "leave", event["id"], event["info"])
+        except Exception:
+            logger.exception("hub: the on_presence hook failed")
 
     def _close_members(self, room: str, code: int, reason: str) -> None:
         with self._lock:

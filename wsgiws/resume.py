@@ -26,15 +26,19 @@ import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .client import connect
 from .exceptions import ConnectionClosed, WebSocketError
 
-__all__ = ["GAP_CODE", "Follower", "Message", "ResumeFailed"]
+__all__ = ["BROWSER_CLIENT", "GAP_CODE", "Follower", "Message", "ResumeFailed"]
 
 logger = logging.getLogger("wsgiws.resume")
+
+#: The browser client, one JavaScript file for the app to serve (no build step).
+BROWSER_CLIENT = Path(__file__).parent / "static" / "wsgiws-rooms.js"
 
 #: Close code a server sends when it cannot resume from the client's position
 #: (4000-4999 are for applications, RFC 6455 section 7.4.2).

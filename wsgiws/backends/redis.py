@@ -26,6 +26,7 @@ survive. Nothing is buffered or replayed.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -131,6 +132,16 @@ class RedisBackend:
 
     def replay(self, room: str, after: Position) -> list[Envelope]:
         raise HistoryGap(room, after, "no history")
+
+    # Presence needs shared state: RedisStreamsBackend has it; pub/sub shows this process.
+    def present(self, room: str, member_id: str, info: object) -> None:
+        pass
+
+    def absent(self, room: str, member_id: str) -> None:
+        pass
+
+    def presence(self, room: str) -> tuple[dict[str, object], list[str]]:
+        return {}, []
 
     # -------------------------------------------------------------- publish
 
@@ -353,6 +364,10 @@ class RedisStreamsBackend:
     batch is retried). While Redis is unreachable envelopes wait in order in a
     buffer of ``max_outbox`` and are retried with backoff; a ``publish`` that
     finds it full raises :class:`~wsgiws.hub.HubUnavailable`.
+
+    Presence: a hash per room (socket id -> app info) and a key per process
+    refreshed every ``presence_ttl`` / 3 seconds; a dead process's key expires
+    after ``presence_ttl`` seconds and its members drop out of ``presence``.
     """
 
     history = True
@@ -365,6 +380,7 @@ class RedisStreamsBackend:
         history: int = 1000,
         history_age: float | None = 600.0,
         max_outbox: int = 10000,
+        presence_ttl: int = 15,
         **redis_options: Any,
     ) -> None:
         if history < 1:
@@ -389,6 +405,9 @@ class RedisStreamsBackend:
         self._cursors: dict[str, str] = {}  # stream key -> last id delivered
         self._rooms_by_key: dict[str, str | None] = {}
         self._wake_key = ""
+        self.presence_ttl = presence_ttl
+        self._nodes: set[str] = set()
+        self._heartbeating = False
         #: True while the reader holds a live connection.
         self.subscribed = False
         #: Times the reader (re)connected.
@@ -553,6 +572,63 @@ class RedisStreamsBackend:
         except (KeyError, ValueError, UnicodeDecodeError):
             logger.warning("hub: ignoring a malformed stream entry %r", entry_id)
             return None
+
+    # ------------------------------------------------------------- presence
+
+    def _who_key(self, room: str) -> str:
+        return f"{self.prefix}:{{{room}}}:who"
+
+    def _node_key(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    def present(self, room: str, member_id: str, info: object) -> None:
+        node = member_id.rpartition(".")[0]
+        client = self._publishing_client()
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self._node_key(node), 1, ex=self.presence_ttl)
+        pipe.hset(self._who_key(room), member_id, json.dumps({"info": info}))
+        pipe.execute()
+        with self._lock:
+            self._nodes.add(node)
+            start = not self._heartbeating
+            self._heartbeating = True
+        if start:
+            _spawn(self._heartbeat_forever, "wsgiws-redis-heartbeat")
+
+    def absent(self, room: str, member_id: str) -> None:
+        self._publishing_client().hdel(self._who_key(room), member_id)
+
+    def presence(self, room: str) -> tuple[dict[str, object], list[str]]:
+        client = self._publishing_client()
+        entries: dict[bytes, bytes] = client.hgetall(self._who_key(room))  # type: ignore[assignment]
+        members = {k.decode(): json.loads(v).get("info") for k, v in entries.items()}
+        nodes = sorted({member_id.rpartition(".")[0] for member_id in members})
+        pipe = client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(self._node_key(node))
+        alive_nodes = {node for node, up in zip(nodes, pipe.execute(), strict=True) if up}
+        dead = [m for m in members if m.rpartition(".")[0] not in alive_nodes]
+        removed = []
+        for member_id in dead:
+            if client.hdel(self._who_key(room), member_id):  # one caller wins each
+                removed.append(member_id)
+            del members[member_id]
+        return members, removed
+
+    def _heartbeat_forever(self) -> None:
+        """Keep this process's node keys alive: when it dies they expire within
+        ``presence_ttl`` and its members leave every presence list."""
+        while not self._closed:
+            _sleep(self.presence_ttl / 3)
+            with self._lock:
+                nodes = list(self._nodes)
+            try:
+                pipe = self._publishing_client().pipeline(transaction=False)
+                for node in nodes:
+                    pipe.set(self._node_key(node), 1, ex=self.presence_ttl)
+                pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                logger.debug("hub: presence heartbeat failed: %s", exc)
 
     # ------------------------------------------------------------ receiving
 
