@@ -1,0 +1,156 @@
+"""Rooms that lose nothing, measured: the Redis Streams transport against pub/sub.
+
+    python benchmarks/rooms.py                    # everything (a few minutes)
+    python benchmarks/rooms.py --parts memory,egress
+
+Parts:
+
+- ``fanout``: publish-to-deliver latency p50/p99 and deliveries/s, 1,000
+  subscribers over 4 gunicorn workers, Streams then pub/sub (the method and the
+  clients of ``benchmarks/fanout.py``);
+- ``memory``: Redis memory per 10,000 messages of history (100-byte payloads);
+- ``recovery``: 100 clients reconnecting at once, each resuming 1,000 missed
+  messages: time until the last one has caught up;
+- ``egress``: what each of 8 worker processes receives from Redis with 1,000
+  rooms, 10,000 messages spread over them (Streams: only its rooms; pub/sub:
+  everything).
+
+Clients, servers and Redis share this machine's cores: the numbers are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import gevent  # noqa: E402
+import gevent.pool  # noqa: E402
+import redis as redis_py  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.fanout import Subscriber, run_setup  # noqa: E402
+from tests import redis_server  # noqa: E402
+from tests.servers import serve  # noqa: E402
+from wsgiws.backends.redis import RedisBackend, RedisStreamsBackend  # noqa: E402
+from wsgiws.hub import Envelope, Hub  # noqa: E402
+
+
+def fanout(subscribers: int) -> list[dict[str, object]]:
+    results = []
+    for transport in ("streams", "pubsub"):
+        with redis_server.redis_server() as redis:
+            env = {"WSGIWS_REDIS_URL": redis.url, "HUB_TRANSPORT": transport}
+            result = run_setup(f"redis {transport}", 4, subscribers, 200, env)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    return results
+
+
+def memory() -> dict[str, object]:
+    with redis_server.redis_server() as redis:
+        hub = Hub.from_url(redis.url, history=20000, history_age=None)
+        payload = json.dumps({"room": "r", "name": "someone", "text": "x" * 60})
+        for _ in range(10_000):
+            hub.send("r", payload)
+        client = redis_py.Redis.from_url(redis.url)
+        stream = client.memory_usage("wsgiws:{r}:s", samples=0)
+        meta = client.memory_usage("wsgiws:{r}:m", samples=0)
+        hub.close()
+    return {"part": "memory", "payload_bytes": len(payload), "stream_bytes": stream,
+            "meta_bytes": meta, "bytes_per_message": (stream or 0) / 10_000}  # fmt: skip
+
+
+def recovery(clients: int = 100, missed: int = 1000) -> dict[str, object]:
+    with redis_server.redis_server() as redis:
+        env = {"WSGIWS_REDIS_URL": redis.url, "HUB_WIRE": "json", "HUB_HISTORY": "5000"}
+        with serve("gunicorn-gevent", "tests.hub_app:app", ["-w", "2"], env=env) as server:
+            hub = Hub.from_url(redis.url, history=5000)
+            position = hub.position("rec")
+            for i in range(missed):
+                hub.send("rec", str(i))
+            started = time.monotonic()
+
+            def resume(_: int) -> float:
+                sub = Subscriber(server.port, f"/feed?room=rec&after={position}")
+                for _ in range(missed):
+                    sub.next_message()
+                sub.sock.close()
+                return time.monotonic() - started
+
+            times = sorted(gevent.pool.Pool(clients).map(resume, range(clients)))
+            hub.close()
+    return {"part": "recovery", "clients": clients, "missed_each": missed,
+            "first_caught_up_s": times[0], "median_s": times[len(times) // 2],
+            "all_caught_up_s": times[-1]}  # fmt: skip
+
+
+def egress(workers: int = 8, rooms: int = 1000, messages: int = 10_000) -> dict[str, object]:
+    """Worker processes stand-ins: one backend each, as a worker's hub holds it."""
+    out: dict[str, object] = {"part": "egress", "workers": workers, "rooms": rooms,
+                              "messages": messages}  # fmt: skip
+    with redis_server.redis_server() as redis:
+        for layout, rooms_per_worker in (("each room in 1 worker", 1), ("in 2 workers", 2)):
+            counts = [0] * workers
+            backends = []
+            for w in range(workers):
+                backend = RedisStreamsBackend(redis.url, prefix=f"eg{rooms_per_worker}")
+                backend.start(lambda _e, w=w, counts=counts: counts.__setitem__(w, counts[w] + 1))
+                for r in range(rooms):
+                    if (r - w) % workers < rooms_per_worker:
+                        room = f"room{r}"
+                        backend.watch(room, backend.head(room))
+                backends.append(backend)
+            gevent.sleep(0.5)
+            publisher = RedisStreamsBackend(redis.url, prefix=f"eg{rooms_per_worker}")
+            for i in range(messages):
+                publisher.publish(Envelope(f"room{i % rooms}", "x" * 100, None, "p", i + 1))
+            deadline = time.monotonic() + 30
+            while sum(counts) < messages * rooms_per_worker and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+            out[f"streams ({layout}) per worker"] = counts
+            for backend in [*backends, publisher]:
+                backend.close()
+        counts = [0] * workers
+        subscribers = []
+        for w in range(workers):
+            backend = RedisBackend(redis.url, channel="eg")
+            backend.start(lambda _e, w=w, counts=counts: counts.__setitem__(w, counts[w] + 1))
+            subscribers.append(backend)
+        while not all(b.subscribed for b in subscribers):
+            gevent.sleep(0.05)
+        publisher_ps = RedisBackend(redis.url, channel="eg")
+        for i in range(messages):
+            publisher_ps.publish(Envelope(f"room{i % rooms}", "x" * 100, None, "p", i + 1))
+        deadline = time.monotonic() + 30
+        while sum(counts) < messages * workers and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        out["pubsub per worker"] = counts
+        for backend in [*subscribers, publisher_ps]:
+            backend.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="memory,egress,recovery,fanout")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    args = parser.parse_args()
+    for part in args.parts.split(","):
+        if part == "fanout":
+            fanout(args.subscribers)
+        else:
+            result = {"memory": memory, "recovery": recovery, "egress": egress}[part]()
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
