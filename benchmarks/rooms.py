@@ -48,7 +48,8 @@ def fanout(subscribers: int) -> list[dict[str, object]]:
     results = []
     for transport in ("streams", "pubsub"):
         with redis_server.redis_server() as redis:
-            env = {"WSGIWS_REDIS_URL": redis.url, "HUB_TRANSPORT": transport}
+            env = {"WSGIWS_REDIS_URL": redis.url, "HUB_TRANSPORT": transport,
+                   "HUB_PING_INTERVAL": "0"}  # fmt: skip
             result = run_setup(f"redis {transport}", 4, subscribers, 200, env)
         print(json.dumps(result), flush=True)
         results.append(result)
@@ -71,7 +72,8 @@ def memory() -> dict[str, object]:
 
 def recovery(clients: int = 100, missed: int = 1000) -> dict[str, object]:
     with redis_server.redis_server() as redis:
-        env = {"WSGIWS_REDIS_URL": redis.url, "HUB_WIRE": "json", "HUB_HISTORY": "5000"}
+        env = {"WSGIWS_REDIS_URL": redis.url, "HUB_WIRE": "json", "HUB_HISTORY": "5000",
+               "HUB_PING_INTERVAL": "0"}  # fmt: skip
         with serve("gunicorn-gevent", "tests.hub_app:app", ["-w", "2"], env=env) as server:
             hub = Hub.from_url(redis.url, history=5000)
             position = hub.position("rec")

@@ -56,7 +56,11 @@ def http(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
     return [b"not found\n"]
 
 
-app = WebSocketMiddleware(http, close_timeout=2.0, max_message_size=4 << 20)
+# HUB_PING_INTERVAL=0 turns keepalive pings off (the benchmarks' raw clients read data frames only).
+ping_interval = float(os.environ.get("HUB_PING_INTERVAL", "20")) or None
+app = WebSocketMiddleware(
+    http, close_timeout=2.0, max_message_size=4 << 20, ping_interval=ping_interval
+)
 
 
 @app.route("/ws")
