@@ -567,7 +567,6 @@ class Hub:
         new = False
         if not self._started:
             self._start()
-        self._watch(rooms)
         with self._lock:
             member = self._members.get(ws)
             if member is None:
@@ -587,6 +586,7 @@ class Hub:
                 self._rooms.setdefault(room, {})[member] = None
         if new:
             ws.add_close_callback(self._closed)
+        self._watch(rooms)  # after the membership: a leave meanwhile cannot unwatch it under us
         if resume is not None:
             self._resume(member, rooms[0], resume)
         if info is not None and rooms:
@@ -638,8 +638,8 @@ class Hub:
                 continue
             start = self.backend.head(room) if self._history else None
             with self._lock:
-                if room in self._watched:
-                    continue
+                if room in self._watched or room not in self._rooms:
+                    continue  # watched by another join, or its members left meanwhile
                 self._watched.add(room)
                 if start is not None:
                     self._last.setdefault(room, start)  # its epoch: a reset is seen as one

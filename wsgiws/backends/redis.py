@@ -67,6 +67,25 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)  # gevent's when patched
 
 
+def _hand_over(deliver: Deliver, envelope: Envelope) -> None:
+    try:
+        deliver(envelope)
+    except Exception:
+        logger.exception("hub: delivering a message from Redis failed")
+
+
+def _stop(task: Any) -> None:
+    """Kill a reader greenlet (a daemon thread ends with its process)."""
+    kill = getattr(task, "kill", None)
+    if kill is not None:
+        kill(block=False)
+
+
+def _close_client(client: redis.Redis | None) -> None:
+    if client is not None:
+        client.close()
+
+
 def _connection_options(extra: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {
         "socket_connect_timeout": 2.0,
@@ -250,22 +269,16 @@ class RedisBackend:
             except (ValueError, UnicodeDecodeError):
                 logger.warning("hub: ignoring a malformed message on %s", self.channel)
                 continue
-            try:
-                deliver(envelope)
-            except Exception:
-                logger.exception("hub: delivering a message from Redis failed")
+            _hand_over(deliver, envelope)
 
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         self._closed = True
-        subscriber, self._subscriber = self._subscriber, None
-        kill = getattr(subscriber, "kill", None)
-        if kill is not None:
-            kill(block=False)
-        if self._publisher is not None:
-            self._publisher.close()
-            self._publisher = None
+        _stop(self._subscriber)
+        self._subscriber = None
+        _close_client(self._publisher)
+        self._publisher = None
 
     def __repr__(self) -> str:
         state = "subscribed" if self.subscribed else "not subscribed"
@@ -710,24 +723,17 @@ class RedisStreamsBackend:
                     return  # unwatched meanwhile
                 self._cursors[key] = entry_id.decode()
             envelope = self._decode(entry_id, fields)
-            if envelope is None:
-                continue
-            try:
-                deliver(envelope)
-            except Exception:
-                logger.exception("hub: delivering a message from Redis failed")
+            if envelope is not None:
+                _hand_over(deliver, envelope)
 
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         self._closed = True
-        reader, self._reader = self._reader, None
-        kill = getattr(reader, "kill", None)
-        if kill is not None:
-            kill(block=False)
-        if self._publisher is not None:
-            self._publisher.close()
-            self._publisher = None
+        _stop(self._reader)
+        self._reader = None
+        _close_client(self._publisher)
+        self._publisher = None
         with self._lock:
             self._cursors.clear()
             self._rooms_by_key.clear()
