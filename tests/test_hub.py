@@ -426,3 +426,22 @@ def test_presence_lists_members_with_their_info_and_hooks_hear_joins_and_leaves(
         ("room", "leave", b_id, {"name": "bob"}),
     ]  # alice's leave reached nobody here: the room had no member left to hear it
     assert b.got() == []  # presence events are not messages
+
+
+def test_a_replay_that_fails_leaves_nothing_behind(pairs: list[Pair]) -> None:
+    class Unreachable(LocalBackend):
+        def replay(self, room: str, after: Position) -> list[Envelope]:
+            raise ConnectionError("Redis is down")
+
+    hub = Hub(Unreachable(), wire_format=framed)
+    watcher, resumer = make(pairs, 2)
+    hub.join(watcher.server, "room")
+    hub.send("room", "m0")
+    (position,), _ = split(watcher.got())
+    with pytest.raises(ConnectionError):
+        hub.join(resumer.server, "room", after=position)
+    assert hub.members("room") == [watcher.server]
+    member = hub._members[resumer.server]
+    hub.send("room", "m1")  # nothing piles up for the failed resume
+    assert member.holding is None and member.queue is None
+    assert resumer.got() == []

@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import redis as redis_py
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -98,7 +99,7 @@ def test_ten_thousand_messages_arrive_once_in_order_through_cuts(
             assert time.monotonic() < deadline, "subscribers never got their greeting"
             time.sleep(0.05)
         cuts: list[str] = []
-        kinds = ["client", "sigkill", "redis", "client", "sigkill", "client"]
+        kinds = ["client", "sigkill", "redis", "client", "connections", "sigkill", "client"]
         cut_at = sorted(chaos.sample(range(500, total - 500), len(kinds)))
         for i in range(total):
             publisher.send("feed", str(i))
@@ -110,6 +111,10 @@ def test_ten_thousand_messages_arrive_once_in_order_through_cuts(
                     chaos.choice(subscribers).follower.cut()
                 elif kind == "sigkill":
                     os.kill(chaos.choice(workers_of(chaos.choice(instances))), signal.SIGKILL)
+                elif kind == "connections":  # every worker's stream reader (and publisher) cut
+                    redis_py.Redis.from_url(redis.url).client_kill_filter(
+                        _type="normal", skipme=True
+                    )
                 else:  # down for a while, the publisher buffering meanwhile; the
                     # append-only file (synced on every write) keeps everything
                     restart = threading.Thread(target=redis.restart, kwargs={"down_for": 0.5})
@@ -123,8 +128,6 @@ def test_ten_thousand_messages_arrive_once_in_order_through_cuts(
         state = [(len(s.got), s.follower.connections, s.follower.position) for s in subscribers]
         print("subscribers (messages, connections, position):", state)
         if any(len(s.got) < total for s in subscribers):
-            import redis as redis_py
-
             entries = redis_py.Redis.from_url(redis.url).xrange("wsgiws:{feed}:s")
             numbers = [int(f[b"d"].split(b"\n", 1)[1]) for _, f in entries]
             print("stream", len(numbers), [k for k, v in enumerate(numbers) if v != k][:5])
@@ -187,3 +190,20 @@ def test_presence_spans_workers_and_a_killed_workers_members_expire(
     finally:
         for ws, _ in sockets:
             ws.close()
+
+
+def test_a_position_the_history_does_not_have_is_reported_to_the_client(
+    instances: list[Server], redis: redis_server.RedisServer
+) -> None:
+    publisher = Hub.from_url(redis.url, history=20000)
+    try:
+        publisher.send("elsewhere", "one")
+        current = publisher.position("elsewhere")
+        assert current is not None
+        follower = Follower(f"{instances[0].url}/feed?room=elsewhere", position="0bad0bad:1-0")
+        with pytest.raises(ResumeFailed) as failed:
+            next(iter(follower))
+        assert failed.value.reason == "epoch"
+        assert follower.connections == 1  # told once; no reconnect loop
+    finally:
+        publisher.close()

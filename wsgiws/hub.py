@@ -648,7 +648,7 @@ class Hub:
     def _resume(self, member: _Member, room: str, after: Position) -> None:
         try:
             missed = self.backend.replay(room, after)
-        except HistoryGap:
+        except BaseException:  # a gap, or Redis unreachable: never keep holding for it
             with self._lock:
                 if member.holding is not None:
                     member.holding.pop(room, None)
@@ -659,6 +659,8 @@ class Hub:
             held = member.holding.pop(room, []) if member.holding is not None else []
             if not member.holding:
                 member.holding = None
+            if member.evicted or room not in member.rooms:
+                return  # closed or left while the history was read
             last = after.key
             member.slack += len(missed) + len(held)
             for envelope in missed:
