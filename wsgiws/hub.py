@@ -652,6 +652,8 @@ class Hub:
             with self._lock:
                 if member.holding is not None:
                     member.holding.pop(room, None)
+                    if not member.holding:
+                        member.holding = None
                 member.rooms.discard(room)
                 self._discard_from_room(room, member)
             raise
