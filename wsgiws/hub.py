@@ -59,6 +59,8 @@ MESSAGE = "m"
 CLOSE = "c"
 JOINED = "j"
 LEFT = "l"
+#: Made by a backend (never published): messages of the room were lost for this process.
+GAP = "g"
 PresenceHook = Callable[[str, str, str, object], None]
 
 
@@ -879,6 +881,16 @@ class Hub:
             return
         if envelope.kind in (JOINED, LEFT):
             self._presence_event(envelope)
+            return
+        if envelope.kind == GAP and envelope.room is not None:
+            logger.warning(
+                "hub: messages of room %r were lost for this process (trimmed while its "
+                "reader was away): closing its sockets here with %d so that they resume",
+                envelope.room,
+                self.reset_code,
+            )
+            self.stats.gaps += 1
+            self._close_members(envelope.room, self.reset_code, "history gap")
             return
         exclude = envelope.exclude
         payload: str | bytes | None = None

@@ -38,7 +38,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..hub import Deliver, Envelope, HistoryGap, HubUnavailable, Position
+from ..hub import GAP, Deliver, Envelope, HistoryGap, HubUnavailable, Position
 
 __all__ = ["RedisBackend", "RedisStreamsBackend"]
 
@@ -691,6 +691,7 @@ class RedisStreamsBackend:
                 self.subscriptions += 1
                 if self.subscriptions > 1:
                     logger.warning("hub: reading Redis streams again after an outage")
+                    self._report_gaps(client)
                 delay = 0.1
                 while not self._closed:
                     with self._lock:
@@ -713,6 +714,23 @@ class RedisStreamsBackend:
                 break
             _sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
+
+    def _report_gaps(self, client: redis.Redis) -> None:
+        """After a reconnect: rooms whose history was trimmed past our last id while
+        we were away lost messages for this process; the hub hears of each one as a
+        GAP envelope (and closes the room's sockets so their clients resume)."""
+        with self._lock:
+            watched = [
+                (k, r, c) for k, c in self._cursors.items() if (r := self._rooms_by_key.get(k))
+            ]
+        pipe = client.pipeline(transaction=False)
+        for _, room, _ in watched:
+            pipe.hget(self._meta_key(room), "floor")
+        deliver = self._deliver
+        assert deliver is not None
+        for (_, room, cursor), floor in zip(watched, pipe.execute(), strict=True):
+            if floor is not None and Position("", floor.decode()).key > Position("", cursor).key:
+                _hand_over(deliver, Envelope(room, "", None, "", 0, GAP))
 
     def _deliver_entries(self, key: str, entries: Any) -> None:
         deliver = self._deliver
