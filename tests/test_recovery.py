@@ -112,6 +112,7 @@ def test_ten_thousand_messages_arrive_once_in_order_through_cuts(
                 elif kind == "sigkill":
                     os.kill(chaos.choice(workers_of(chaos.choice(instances))), signal.SIGKILL)
                 elif kind == "connections":  # every worker's stream reader (and publisher) cut
+                    restart.join()  # (Redis must be up to be asked)
                     redis_py.Redis.from_url(redis.url).client_kill_filter(
                         _type="normal", skipme=True
                     )
