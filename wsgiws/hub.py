@@ -14,8 +14,16 @@ a sender greenlet (started only while the queue is non-empty), so a slow
 receiver cannot stall the others; when its queue overflows the hub applies
 its overflow policy (see :class:`Hub`). Where messages travel between
 processes is the backend's business: :class:`LocalBackend` (the default) keeps
-them in this process, :class:`wsgiws.backends.redis.RedisBackend` spreads them
-over every worker of every server that uses the same Redis channel.
+them in this process, :class:`wsgiws.backends.redis.RedisStreamsBackend` (what
+``redis://`` URLs give) and :class:`wsgiws.backends.redis.RedisBackend`
+(pub/sub) spread them over every worker of every server on the same Redis.
+
+With a backend that keeps history (in-process and Streams) every message of a
+room has a :class:`Position`; ``join(ws, room, after=position)`` replays what a
+returning client missed, then goes live, each message once, or raises
+:class:`HistoryGap`. ``wire_format`` puts positions in the frames
+(:func:`json_wire_format`); ``wsgiws.resume`` and ``wsgiws/static/wsgiws-rooms.js``
+are the clients that resume. ``presence(room)`` lists members across processes.
 
 See ``docs/rooms.md`` for the backend interface and the delivery guarantees.
 """
