@@ -1,6 +1,6 @@
 """Autobahn|Testsuite client-mode driver for wsgiws.client.
 
-    /work/shared/tools/autobahn/run-client.sh 'python tests/autobahn_client.py {url} {agent}' OUT
+    .ci/autobahn/run-client.sh 'python tests/autobahn_client.py {url} {agent}' OUT
 
 Reads the case count, runs every case (echoing each message with its type
 until the fuzzing server closes), then asks the server to write its report.

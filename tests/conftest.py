@@ -6,6 +6,29 @@ import pytest
 
 from tests.servers import Server, serve
 
+#: The unit suite: the sans-I/O core fed bytes and in-process code, no server process, broker or
+#: browser. CI runs it on the oldest and the newest Python we claim (``pytest -m unit``), and the
+#: whole suite on the default one.
+UNIT_MODULES = {
+    "test_client_handshake",
+    "test_compression_options",
+    "test_deflate",
+    "test_handshake",
+    "test_protocol",
+    "test_protocol_deflate",
+    "test_protocol_fuzz",
+    "test_readme",
+    "test_runtime",
+    "test_testing",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
+
+
 #: The servers every integration test of the core runs against.
 SERVER_KINDS = ["pywsgi", "gunicorn-gevent"]
 

@@ -2,7 +2,7 @@
 
 Slow (sections 12-13 take minutes), so marked ``autobahn`` and run by ``.ci/run``
 (``pytest -m autobahn``). ``WSGIWS_AUTOBAHN_CASES`` picks the cases (default all).
-The suite lives in the team's shared tools: ``../shared/tools/autobahn``.
+The suite's scripts live in the repository: ``.ci/autobahn`` (``WSGIWS_AUTOBAHN`` overrides).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.servers import ROOT, serve
 
 pytestmark = pytest.mark.autobahn
 
-AUTOBAHN = Path(os.environ.get("WSGIWS_AUTOBAHN", ROOT.parent / "shared" / "tools" / "autobahn"))
+AUTOBAHN = Path(os.environ.get("WSGIWS_AUTOBAHN", ROOT / ".ci" / "autobahn"))
 
 
 def run_suite(url: str, cases: str, exclude: str = "") -> dict[str, object]:

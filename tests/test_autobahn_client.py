@@ -7,7 +7,7 @@ Slow (sections 12-13 take many minutes), so it only runs when selected:
 By default the threads run does every case (sections 1-10 and 12-13: about 15
 minutes on 2 cores, 12.x dominating) and the gevent run sections 1-10 (about 30 s).
 ``AB_CLIENT_CASES`` picks the cases for both (e.g. ``"1.*,2.*"``); ``AB_TOOLS`` points
-at the Autobahn tools directory (default: the team's ``shared/`` beside the checkout).
+at the Autobahn tools directory (default: the repository's ``.ci/autobahn``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = Path(os.environ.get("AB_TOOLS", ROOT.parent / "shared" / "tools" / "autobahn"))
+TOOLS = Path(os.environ.get("AB_TOOLS", ROOT / ".ci" / "autobahn"))
 
 CORE = "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"
 

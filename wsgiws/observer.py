@@ -34,7 +34,7 @@ class ConnectionObserver(Protocol):
         """
 
     def message_sent(self, ws: WebSocket, text: bool, size: int) -> None:
-        """A whole data message was handed to the writer (``size``: payload bytes before deflate)."""
+        """A whole data message went to the writer (``size``: payload bytes before deflate)."""
 
     def pong_received(self, ws: WebSocket, rtt: float) -> None:
         """A pong answered one of our pings (keepalive's or ``ping()``'s) after ``rtt`` seconds."""
