@@ -100,6 +100,7 @@ def test_ten_thousand_messages_arrive_once_in_order_through_cuts(
             time.sleep(0.05)
         cuts: list[str] = []
         kinds = ["client", "sigkill", "redis", "client", "connections", "sigkill", "client"]
+        restart = threading.Thread(target=redis.restart, kwargs={"down_for": 0.5})
         cut_at = sorted(chaos.sample(range(500, total - 500), len(kinds)))
         for i in range(total):
             publisher.send("feed", str(i))
@@ -118,7 +119,6 @@ def test_ten_thousand_messages_arrive_once_in_order_through_cuts(
                     )
                 else:  # down for a while, the publisher buffering meanwhile; the
                     # append-only file (synced on every write) keeps everything
-                    restart = threading.Thread(target=redis.restart, kwargs={"down_for": 0.5})
                     restart.start()
             if i % 100 == 99:
                 time.sleep(0.02)  # a steady stream, so that the cuts fall in the middle of it
