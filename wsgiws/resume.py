@@ -143,6 +143,12 @@ class Follower:
             return Message(parsed.get("room"), self.position, base64.b64decode(parsed["b64"]))
         return None  # a greeting: only the position
 
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open (between a cut and the next connect: False)."""
+        ws = self._ws
+        return ws is not None and not ws.closed
+
     def cut(self) -> None:
         """Drop the current connection without a close handshake (as a network
         failure would); the iteration resumes on a new one."""
