@@ -97,12 +97,14 @@ def spread_clients(servers: list[Server], rooms: str, per_worker: int = 2) -> li
     clients: list[Client] = []
     for server in servers:
         per_pid: dict[int, list[Client]] = defaultdict(list)
-        for _ in range(60):
+        deadline = time.monotonic() + 30  # a worker still booting on a loaded machine
+        while time.monotonic() < deadline:
             client = Client(server, rooms)
             if len(per_pid[client.pid]) < per_worker:
                 per_pid[client.pid].append(client)
             else:
                 client.close()
+                time.sleep(0.05)  # give the other worker a turn at accept()
             if len(per_pid) == 2 and all(len(c) == per_worker for c in per_pid.values()):
                 break
         assert len(per_pid) == 2, "the connections never reached both workers"
