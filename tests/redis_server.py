@@ -17,10 +17,12 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 class RedisServer:
-    """One redis-server process; :meth:`restart` keeps the port."""
+    """One redis-server process; :meth:`restart` keeps the port (and, with
+    ``persistent``, the data: an append-only file synced on every write)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
         self.port = port or free_port()
+        self.persistent = persistent
         self.dir = tempfile.mkdtemp(prefix="wsgiws-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -29,11 +31,14 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        if not self.persistent:
+            persistence = ["--appendonly", "no"]
         with open(Path(self.dir) / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [
                     REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--dir", self.dir,
+                    "--save", "", *persistence, "--dir", self.dir,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -76,8 +81,8 @@ def available() -> bool:
 
 
 @contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
+def redis_server(*, persistent: bool = False) -> Iterator[RedisServer]:
+    server = RedisServer(persistent=persistent)
     server.start()
     try:
         yield server

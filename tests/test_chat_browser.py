@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +19,8 @@ from websockets.sync.client import ClientConnection, connect
 from tests import redis_server
 from tests.browser import chromium
 from tests.conftest import require_binary
-from tests.servers import Server, serve
+from tests.servers import ROOT, Server, serve, server_command, wait_for_port
+from wsgiws.hub import Hub
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
 
@@ -148,3 +152,71 @@ def test_two_browser_pages_chat_through_two_workers(browser: int, chat_server: S
     finally:
         alice.close()
         bob.close()
+
+
+def restart(server: Server, env: dict[str, str]) -> None:
+    """Stop the gunicorn instance and start it again on the same port (a deploy)."""
+    server.stop()
+    command = server_command("gunicorn-gevent", "examples.chat.app:app", server.port, ["-w", "2"])
+    with open(server.log_path, "ab") as log:
+        server.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        )
+    wait_for_port(server.port, server.process, server.log_path)
+
+
+def worker_of(page: Page) -> int:
+    status = str(page.wait_for("/worker \\d+/.test(document.getElementById('status').textContent)"
+                               " && document.getElementById('status').textContent"))  # fmt: skip
+    return int(status.rsplit(" ", 1)[-1].rstrip(")"))
+
+
+def test_a_page_cut_off_in_every_way_shows_every_message_once_in_order(browser: int) -> None:
+    """Worker SIGKILL, server restart, Redis restart (with persistence): the page
+    reconnects (backoff and jitter) with its last position and misses nothing."""
+    require_binary("redis-server")
+    with redis_server.redis_server(persistent=True) as redis:
+        env = {"WSGIWS_REDIS_URL": redis.url}
+        with serve("gunicorn-gevent", "examples.chat.app:app", ["-w", "2"], env=env) as server:
+            publisher = Hub.from_url(redis.url)
+            page = new_page(browser)
+            sent: list[str] = []
+
+            def publish(count: int) -> None:
+                for _ in range(count):
+                    text = f"n{len(sent)}"
+                    publisher.send(
+                        "lobby", json.dumps({"room": "lobby", "name": None, "text": text})
+                    )
+                    sent.append(text)
+                    time.sleep(0.01)
+
+            def seen() -> str:
+                return f"document.getElementById('log').textContent.includes('{sent[-1]}')"
+
+            try:
+                join(page, server.http_url + "/", "carol", "lobby")
+                publish(10)
+                page.wait_for(seen())
+                os.kill(worker_of(page), signal.SIGKILL)  # the page's worker dies
+                publish(10)
+                page.wait_for(seen(), timeout=20)
+                restart(server, env)  # a deploy: the page is cut off meanwhile
+                publish(10)
+                page.wait_for(seen(), timeout=20)
+                redis.stop()  # messages published meanwhile wait in the publisher
+                publish(10)
+                redis.start()
+                publish(10)
+                page.wait_for(seen(), timeout=30)
+                time.sleep(0.5)  # a duplicate would have arrived by now
+                lines = [line for line in log_of(page) if line.startswith("[lobby] n")]
+                assert lines == [f"[lobby] {text}" for text in sent]
+                assert int(page.js("feed.connections")) >= 3
+            finally:
+                page.close()
+                publisher.close()

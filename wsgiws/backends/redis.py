@@ -1,6 +1,13 @@
-"""Redis pub/sub hub backend: rooms that span every worker of every server.
+"""Redis hub backends: rooms that span every worker of every server.
 
->>> hub = Hub(RedisBackend("redis://127.0.0.1:6379/0"))
+>>> hub = Hub(RedisStreamsBackend("redis://127.0.0.1:6379/0"))   # history, recovery
+>>> hub = Hub(RedisBackend("redis://127.0.0.1:6379/0"))          # pub/sub: at most once
+
+:class:`RedisStreamsBackend` keeps each room in a Redis stream (bounded by count
+and age) and each process reads only the rooms it has members in, from the last
+id it saw: see its docstring and ``docs/rooms.md``.
+
+:class:`RedisBackend` (pub/sub) is described below.
 
 Every hub on the same Redis ``channel`` publishes its envelopes there, and each
 process that has sockets keeps one subscriber (a greenlet under gevent, else a
@@ -19,6 +26,7 @@ survive. Nothing is buffered or replayed.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -30,10 +38,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..hub import Deliver, Envelope
+from ..hub import GAP, Deliver, Envelope, HistoryGap, HubUnavailable, Position
 from ..metrics import metrics
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "RedisStreamsBackend"]
 
 logger = logging.getLogger("wsgiws.hub")
 
@@ -60,8 +68,37 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)  # gevent's when patched
 
 
+def _hand_over(deliver: Deliver, envelope: Envelope) -> None:
+    try:
+        deliver(envelope)
+    except Exception:
+        logger.exception("hub: delivering a message from Redis failed")
+
+
+def _stop(task: Any) -> None:
+    """Kill a reader greenlet (a daemon thread ends with its process)."""
+    kill = getattr(task, "kill", None)
+    if kill is not None:
+        kill(block=False)
+
+
+def _close_client(client: redis.Redis | None) -> None:
+    if client is not None:
+        client.close()
+
+
+def _connection_options(extra: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 2.0,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),  # we decide when to retry, and never publish twice
+    }
+    options.update(extra)
+    return options
+
+
 class RedisBackend:
-    """Envelopes over one Redis pub/sub channel.
+    """Envelopes over one Redis pub/sub channel: at most once, no history.
 
     ``url``: a redis-py URL (``redis://host:port/db``, ``rediss://``, ``unix://``).
     ``channel``: hubs on the same channel form one hub; use another name for an
@@ -81,13 +118,7 @@ class RedisBackend:
         self.url = url
         self.channel = channel
         self.max_outbox = max_outbox
-        options: dict[str, Any] = {
-            "socket_connect_timeout": 2.0,
-            "socket_keepalive": True,
-            "retry": Retry(NoBackoff(), 0),  # we decide when to retry, and never publish twice
-        }
-        options.update(redis_options)
-        self._options = options
+        self._options = _connection_options(redis_options)
         self._publisher: redis.Redis | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -104,8 +135,33 @@ class RedisBackend:
         #: Times the subscriber (re)subscribed.
         self.subscriptions = 0
 
+    history = False
+
     def _client(self, **extra: Any) -> redis.Redis:
         return redis.Redis.from_url(self.url, **{**self._options, **extra})
+
+    # One channel carries every room: every process gets everything.
+    def watch(self, room: str, start: Position | None) -> None:
+        pass
+
+    def unwatch(self, room: str) -> None:
+        pass
+
+    def head(self, room: str) -> Position | None:
+        return None
+
+    def replay(self, room: str, after: Position) -> list[Envelope]:
+        raise HistoryGap(room, after, "no history")
+
+    # Presence needs shared state: RedisStreamsBackend has it; pub/sub shows this process.
+    def present(self, room: str, member_id: str, info: object) -> None:
+        pass
+
+    def absent(self, room: str, member_id: str) -> None:
+        pass
+
+    def presence(self, room: str) -> tuple[dict[str, object], list[str]]:
+        return {}, []
 
     # -------------------------------------------------------------- publish
 
@@ -215,23 +271,493 @@ class RedisBackend:
             except (ValueError, UnicodeDecodeError):
                 logger.warning("hub: ignoring a malformed message on %s", self.channel)
                 continue
-            try:
-                deliver(envelope)
-            except Exception:
-                logger.exception("hub: delivering a message from Redis failed")
+            _hand_over(deliver, envelope)
 
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         self._closed = True
-        subscriber, self._subscriber = self._subscriber, None
-        kill = getattr(subscriber, "kill", None)
-        if kill is not None:
-            kill(block=False)
-        if self._publisher is not None:
-            self._publisher.close()
-            self._publisher = None
+        _stop(self._subscriber)
+        self._subscriber = None
+        _close_client(self._publisher)
+        self._publisher = None
 
     def __repr__(self) -> str:
         state = "subscribed" if self.subscribed else "not subscribed"
         return f"<RedisBackend {self.url} {self.channel!r} {state}>"
+
+
+# Appends one envelope to a room's stream, once: the room's meta hash remembers each
+# publisher's last sequence number, so a batch retried after a lost reply adds nothing
+# twice. Creates the room's epoch on first use, and trims by count and age, exactly,
+# recording in 'floor' the newest id trimmed away: a client whose position is older
+# than that has missed a message that is gone. (Redis's own 'max-deleted-entry-id'
+# counts XDEL only, not trimming.)
+# KEYS: stream, meta. ARGV: publisher, seq, data, maxlen, age_ms, new epoch, stream ttl, meta ttl.
+_PUBLISH = """
+local seq = tonumber(ARGV[2])
+local field = 'p:' .. ARGV[1]
+if seq <= tonumber(redis.call('HGET', KEYS[2], field) or '0') then return false end
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then epoch = ARGV[6] end
+local id = redis.call('XADD', KEYS[1], '*', 'e', epoch, 'd', ARGV[3])
+redis.call('HSET', KEYS[2], 'epoch', epoch, field, ARGV[2], 'last', id)
+local floor = nil
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[4])
+if excess > 0 then
+  local gone = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  floor = gone[#gone][1]
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', ARGV[4])
+end
+local age = tonumber(ARGV[5])
+if age > 0 then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local cutoff = string.format('%d', ms - age)
+  local old = redis.call('XREVRANGE', KEYS[1], '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then
+    floor = old[1][1]
+    redis.call('XTRIM', KEYS[1], 'MINID', '=', cutoff .. '-0')
+  end
+end
+if floor then redis.call('HSET', KEYS[2], 'floor', floor) end
+if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
+redis.call('EXPIRE', KEYS[2], ARGV[8])
+return id
+"""
+
+# The room's epoch (created if missing) and last id.  KEYS: meta. ARGV: new epoch, meta ttl.
+_HEAD = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return {epoch, redis.call('HGET', KEYS[1], 'last') or '0-0'}
+"""
+
+# Everything after a position, or why not: {'ok', entries} | {'epoch'} | {'trimmed'}.
+# A stream that expired (idle longer than its ttl) lost everything up to 'last'.
+# KEYS: stream, meta. ARGV: epoch, after.
+_REPLAY = """
+if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[1] then return {'epoch'} end
+local function later(a, b)
+  local ah, al = string.match(a, '^(%d+)-(%d+)$')
+  local bh, bl = string.match(b, '^(%d+)-(%d+)$')
+  ah, al, bh, bl = tonumber(ah), tonumber(al), tonumber(bh), tonumber(bl)
+  return ah > bh or (ah == bh and al > bl)
+end
+local floor = redis.call('HGET', KEYS[2], 'floor') or '0-0'
+if redis.call('EXISTS', KEYS[1]) == 0 then floor = redis.call('HGET', KEYS[2], 'last') or '0-0' end
+if later(floor, ARGV[2]) then return {'trimmed'} end
+return {'ok', redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+')}
+"""
+
+_META_TTL = 7 * 86400  # a room's epoch and last id outlive its messages (no false gaps)
+_BLOCK_MS = 5000
+
+
+class RedisStreamsBackend:
+    """Envelopes in Redis streams, one per room: history, recovery, each process
+    reading only its rooms (needs Redis 7 or a compatible server).
+
+    ``history``: messages kept per room; ``history_age``: seconds a message is
+    kept (None: no age limit, and an idle room's stream then lives forever, else
+    it expires ``history_age`` + 60 s after its last message). Both are applied
+    exactly, by whichever process publishes: give every process the same values. Each room
+    has a meta hash with its epoch, last id and the publishers' last sequence
+    numbers (kept 7 days after the room's last message).
+
+    Each process with sockets runs one reader (a greenlet under gevent, else a
+    daemon thread) that blocks in ``XREAD`` on the streams of the rooms it has
+    members in, from the last id it delivered: a reader whose connection is cut,
+    or a Redis that restarts with persistence, loses nothing. Joining a new room
+    wakes the reader through a small per-process stream.
+
+    Publishing appends through a Lua script (each envelope once, even when a
+    batch is retried). While Redis is unreachable envelopes wait in order in a
+    buffer of ``max_outbox`` and are retried with backoff; a ``publish`` that
+    finds it full raises :class:`~wsgiws.hub.HubUnavailable`.
+
+    Presence: a hash per room (socket id -> app info) and a key per process
+    refreshed every ``presence_ttl`` / 3 seconds; a dead process's key expires
+    after ``presence_ttl`` seconds and its members drop out of ``presence``.
+    """
+
+    history = True
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "wsgiws",
+        history: int = 1000,
+        history_age: float | None = 600.0,
+        max_outbox: int = 10000,
+        presence_ttl: int = 15,
+        **redis_options: Any,
+    ) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self.url = url
+        self.prefix = prefix
+        self.max_history = history
+        self.history_age = history_age
+        self.max_outbox = max_outbox
+        self._options = _connection_options(redis_options)
+        self._lock = threading.Lock()
+        self._publisher: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._pid = -1
+        self._outbox: deque[tuple[str | None, bytes, str, int]] = deque()
+        self._flushing = False
+        self._retrying = False
+        self._down = False
+        self._deliver: Deliver | None = None
+        self._reader: Any = None
+        self._closed = False
+        self._cursors: dict[str, str] = {}  # stream key -> last id delivered
+        self._rooms_by_key: dict[str, str | None] = {}
+        self._wake_key = ""
+        self.presence_ttl = presence_ttl
+        self._nodes: set[str] = set()
+        self._heartbeating = False
+        #: True while the reader holds a live connection.
+        self.subscribed = False
+        #: Times the reader (re)connected.
+        self.subscriptions = 0
+        #: Envelopes waiting for Redis (it is unreachable).
+        self.waiting = 0
+
+    # ----------------------------------------------------------------- keys
+
+    def stream_key(self, room: str | None) -> str:
+        """The room's stream (the broadcast stream for None); a hash tag keeps a
+        room's keys in one Redis Cluster slot."""
+        if room is None:
+            return f"{self.prefix}:{{}}:b"
+        return f"{self.prefix}:{{{room}}}:s"
+
+    def _meta_key(self, room: str | None) -> str:
+        if room is None:
+            return f"{self.prefix}:{{}}:bm"
+        return f"{self.prefix}:{{{room}}}:m"
+
+    def _client(self, **extra: Any) -> redis.Redis:
+        return redis.Redis.from_url(self.url, **{**self._options, **extra})
+
+    def _publishing_client(self) -> redis.Redis:
+        import os
+
+        if self._publisher is None or self._pid != os.getpid():
+            self._publisher = self._client(socket_timeout=5.0)
+            self._scripts = {
+                name: self._publisher.register_script(source)
+                for name, source in (("publish", _PUBLISH), ("head", _HEAD), ("replay", _REPLAY))
+            }
+            self._pid = os.getpid()
+            self._wake_key = f"{self.prefix}:wake:{os.getpid()}:{os.urandom(4).hex()}"
+        return self._publisher
+
+    @staticmethod
+    def _new_epoch() -> str:
+        import os
+
+        return os.urandom(4).hex()
+
+    # -------------------------------------------------------------- publish
+
+    def publish(self, envelope: Envelope) -> None:
+        """Queue the envelope and, unless another caller is already at it, append
+        the queue in order (pipelined). Raises HubUnavailable only when Redis is
+        unreachable and ``max_outbox`` envelopes already wait."""
+        item = (envelope.room, envelope.encode(), envelope.publisher, envelope.seq)
+        with self._lock:
+            if len(self._outbox) >= self.max_outbox:
+                raise HubUnavailable(
+                    f"Redis at {self.url} is unreachable and {self.max_outbox} messages "
+                    "already wait for it"
+                )
+            self._outbox.append(item)
+            self.waiting = len(self._outbox)
+            if self._flushing or self._down:
+                return  # the flushing caller (or the retry loop) takes ours along, in order
+            self._flushing = True
+        self._flush_now()
+
+    def _flush_now(self) -> bool:
+        """Flush (the caller set ``_flushing``); True when the outbox is empty."""
+        try:
+            return self._flush()
+        finally:
+            with self._lock:
+                self._flushing = False
+
+    def _flush(self) -> bool:
+        ttl = str(int(self.history_age) + 60) if self.history_age else "0"
+        age_ms = str(int(self.history_age * 1000)) if self.history_age else "0"
+        maxlen = str(self.max_history)
+        while True:
+            with self._lock:
+                if not self._outbox:
+                    self.waiting = 0
+                    return True
+                batch = [self._outbox[i] for i in range(min(_BATCH, len(self._outbox)))]
+            try:
+                client = self._publishing_client()
+                pipe = client.pipeline(transaction=False)
+                append = self._scripts["publish"]
+                for room, data, publisher, seq in batch:
+                    keys = [self.stream_key(room), self._meta_key(room)]
+                    args = [publisher, seq, data, maxlen, age_ms, self._new_epoch(), ttl, _META_TTL]
+                    append(keys=keys, args=args, client=pipe)
+                pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                with self._lock:
+                    first_failure = not self._down
+                    self._down = True
+                    start_retry = not self._retrying
+                    self._retrying = True
+                if first_failure:
+                    logger.warning(
+                        "hub: cannot append to Redis (%s); %d messages wait, retrying",
+                        exc,
+                        len(self._outbox),
+                    )
+                if start_retry:
+                    _spawn(self._retry_forever, "wsgiws-redis-retry")
+                return False
+            with self._lock:
+                for _ in batch:
+                    self._outbox.popleft()  # only this flusher removes, so these are ours
+                self.waiting = len(self._outbox)
+                if self._down:
+                    self._down = False
+                    logger.warning("hub: Redis takes messages again")
+
+    def _retry_forever(self) -> None:
+        delay = 0.1
+        try:
+            while not self._closed:
+                _sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+                with self._lock:
+                    if self._flushing:
+                        continue
+                    self._flushing = True
+                if self._flush_now():
+                    with self._lock:
+                        if not self._outbox:
+                            return
+        finally:
+            with self._lock:
+                self._retrying = False
+
+    # -------------------------------------------------------------- history
+
+    def head(self, room: str) -> Position:
+        self._publishing_client()
+        epoch, last = self._scripts["head"](
+            keys=[self._meta_key(room)], args=[self._new_epoch(), _META_TTL]
+        )
+        return Position(epoch.decode(), last.decode())
+
+    def replay(self, room: str, after: Position) -> list[Envelope]:
+        self._publishing_client()
+        reply = self._scripts["replay"](
+            keys=[self.stream_key(room), self._meta_key(room)], args=[after.epoch, after.offset]
+        )
+        status = reply[0].decode()
+        if status != "ok":
+            raise HistoryGap(room, after, status)
+        out = []
+        for entry_id, fields in reply[1]:
+            decoded = self._decode(entry_id, fields)
+            if decoded is not None:
+                out.append(decoded)
+        return out
+
+    def _decode(self, entry_id: bytes, fields: Any) -> Envelope | None:
+        if isinstance(fields, list):  # as Lua returns it: [k1, v1, k2, v2]
+            fields = dict(zip(fields[::2], fields[1::2], strict=False))
+        try:
+            position = Position(fields[b"e"].decode(), entry_id.decode())
+            return Envelope.decode(fields[b"d"], position)
+        except (KeyError, ValueError, UnicodeDecodeError):
+            logger.warning("hub: ignoring a malformed stream entry %r", entry_id)
+            return None
+
+    # ------------------------------------------------------------- presence
+
+    def _who_key(self, room: str) -> str:
+        return f"{self.prefix}:{{{room}}}:who"
+
+    def _node_key(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    def present(self, room: str, member_id: str, info: object) -> None:
+        node = member_id.rpartition(".")[0]
+        client = self._publishing_client()
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self._node_key(node), 1, ex=self.presence_ttl)
+        pipe.hset(self._who_key(room), member_id, json.dumps({"info": info}))
+        pipe.execute()
+        with self._lock:
+            self._nodes.add(node)
+            start = not self._heartbeating
+            self._heartbeating = True
+        if start:
+            _spawn(self._heartbeat_forever, "wsgiws-redis-heartbeat")
+
+    def absent(self, room: str, member_id: str) -> None:
+        self._publishing_client().hdel(self._who_key(room), member_id)
+
+    def presence(self, room: str) -> tuple[dict[str, object], list[str]]:
+        client = self._publishing_client()
+        entries: dict[bytes, bytes] = client.hgetall(self._who_key(room))  # type: ignore[assignment]
+        members = {k.decode(): json.loads(v).get("info") for k, v in entries.items()}
+        nodes = sorted({member_id.rpartition(".")[0] for member_id in members})
+        pipe = client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(self._node_key(node))
+        alive_nodes = {node for node, up in zip(nodes, pipe.execute(), strict=True) if up}
+        dead = [m for m in members if m.rpartition(".")[0] not in alive_nodes]
+        removed = []
+        for member_id in dead:
+            if client.hdel(self._who_key(room), member_id):  # one caller wins each
+                removed.append(member_id)
+            del members[member_id]
+        return members, removed
+
+    def _heartbeat_forever(self) -> None:
+        """Keep this process's node keys alive: when it dies they expire within
+        ``presence_ttl`` and its members leave every presence list."""
+        while not self._closed:
+            _sleep(self.presence_ttl / 3)
+            with self._lock:
+                nodes = list(self._nodes)
+            try:
+                pipe = self._publishing_client().pipeline(transaction=False)
+                for node in nodes:
+                    pipe.set(self._node_key(node), 1, ex=self.presence_ttl)
+                pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                logger.debug("hub: presence heartbeat failed: %s", exc)
+
+    # ------------------------------------------------------------ receiving
+
+    def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._closed = False
+        self._publishing_client()
+        try:
+            broadcast: str = self.head_of_broadcast()
+        except (redis.RedisError, OSError):
+            broadcast = "$"  # Redis is down; the reader starts at what comes next
+        with self._lock:
+            self._cursors[self.stream_key(None)] = broadcast
+            self._rooms_by_key[self.stream_key(None)] = None
+        self._reader = _spawn(self._read_forever, "wsgiws-redis-reader")
+
+    def head_of_broadcast(self) -> str:
+        _, last = self._scripts["head"](keys=[self._meta_key(None)], args=["b", _META_TTL])
+        return str(last.decode())
+
+    def watch(self, room: str, start: Position | None) -> None:
+        key = self.stream_key(room)
+        with self._lock:
+            self._cursors[key] = start.offset if start is not None else "$"
+            self._rooms_by_key[key] = room
+        try:  # wake the reader so that it reads this stream too
+            client = self._publishing_client()
+            client.xadd(self._wake_key, {"w": 1}, maxlen=1)
+            client.expire(self._wake_key, 60)
+        except (redis.RedisError, OSError):
+            pass  # the reader is reconnecting and will read it
+
+    def unwatch(self, room: str) -> None:
+        key = self.stream_key(room)
+        with self._lock:
+            self._cursors.pop(key, None)
+            self._rooms_by_key.pop(key, None)
+
+    def _read_forever(self) -> None:
+        delay = 0.1
+        wake_cursor = "0-0"
+        while not self._closed:
+            client = self._client(socket_timeout=_BLOCK_MS / 1000 + 5)
+            try:
+                client.ping()
+                self.subscribed = True
+                self.subscriptions += 1
+                if self.subscriptions > 1:
+                    logger.warning("hub: reading Redis streams again after an outage")
+                    self._report_gaps(client)
+                delay = 0.1
+                while not self._closed:
+                    with self._lock:
+                        streams: dict[Any, Any] = dict(self._cursors)
+                    streams[self._wake_key] = wake_cursor
+                    reply: Any = client.xread(streams, count=_BATCH, block=_BLOCK_MS)
+                    for key, entries in reply or ():
+                        name = key.decode()
+                        if name == self._wake_key:
+                            wake_cursor = entries[-1][0].decode()
+                            continue
+                        self._deliver_entries(name, entries)
+            except (redis.RedisError, OSError) as exc:
+                if self.subscribed:
+                    logger.warning("hub: lost the Redis stream reader (%s); reconnecting", exc)
+            finally:
+                self.subscribed = False
+                client.close()
+            if self._closed:
+                break
+            _sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    def _report_gaps(self, client: redis.Redis) -> None:
+        """After a reconnect: rooms whose history was trimmed past our last id while
+        we were away lost messages for this process; the hub hears of each one as a
+        GAP envelope (and closes the room's sockets so their clients resume)."""
+        with self._lock:
+            watched = [
+                (k, r, c) for k, c in self._cursors.items() if (r := self._rooms_by_key.get(k))
+            ]
+        pipe = client.pipeline(transaction=False)
+        for _, room, _ in watched:
+            pipe.hget(self._meta_key(room), "floor")
+        deliver = self._deliver
+        assert deliver is not None
+        for (_, room, cursor), floor in zip(watched, pipe.execute(), strict=True):
+            if floor is not None and Position("", floor.decode()).key > Position("", cursor).key:
+                _hand_over(deliver, Envelope(room, "", None, "", 0, GAP))
+
+    def _deliver_entries(self, key: str, entries: Any) -> None:
+        deliver = self._deliver
+        assert deliver is not None
+        for entry_id, fields in entries:
+            with self._lock:
+                if key not in self._cursors:
+                    return  # unwatched meanwhile
+                self._cursors[key] = entry_id.decode()
+            envelope = self._decode(entry_id, fields)
+            if envelope is not None:
+                _hand_over(deliver, envelope)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._closed = True
+        _stop(self._reader)
+        self._reader = None
+        _close_client(self._publisher)
+        self._publisher = None
+        with self._lock:
+            self._cursors.clear()
+            self._rooms_by_key.clear()
+
+    def __repr__(self) -> str:
+        state = "reading" if self.subscribed else "not reading"
+        return f"<RedisStreamsBackend {self.url} {self.prefix!r} {state}>"

@@ -1,0 +1,107 @@
+"""The Redis Streams backend on its own, against a real redis-server: positions,
+bounded history, the floor that makes a trimmed position a gap, once-only appends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_py
+
+from tests import redis_server
+from tests.conftest import require_binary
+from wsgiws.backends.redis import RedisStreamsBackend
+from wsgiws.hub import GAP, Envelope, HistoryGap, Position
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[redis_server.RedisServer]:
+    require_binary("redis-server")
+    with redis_server.redis_server() as server:
+        yield server
+
+
+def wait_for(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_history_is_bounded_and_a_trimmed_position_is_a_gap(
+    redis: redis_server.RedisServer,
+) -> None:
+    got: list[Envelope] = []
+    backend = RedisStreamsBackend(redis.url, prefix="t1", history=5, history_age=None)
+    try:
+        backend.start(got.append)
+        backend.watch("r", backend.head("r"))
+        for i in range(12):
+            backend.publish(Envelope("r", f"m{i}", None, "pub", i + 1))
+        backend.publish(Envelope("r", "again", None, "pub", 3))  # a retried append
+        wait_for(lambda: len(got) == 12)
+        assert [e.payload for e in got] == [f"m{i}" for i in range(12)]
+        positions = [e.position for e in got]
+        assert all(p is not None for p in positions)
+        keys = [p.key for p in positions if p is not None]
+        assert keys == sorted(keys) and len({p.epoch for p in positions if p}) == 1
+        assert redis_py.Redis.from_url(redis.url).xlen(backend.stream_key("r")) == 5
+        with pytest.raises(HistoryGap) as gap:
+            backend.replay("r", got[5].position)  # type: ignore[arg-type]  # m6 is gone
+        assert gap.value.reason == "trimmed"
+        assert [e.payload for e in backend.replay("r", got[6].position)] == [  # type: ignore[arg-type]
+            f"m{i}" for i in range(7, 12)
+        ]
+        with pytest.raises(HistoryGap) as gap:
+            backend.replay("r", Position("0bad0bad", "1-0"))
+        assert gap.value.reason == "epoch"
+    finally:
+        backend.close()
+
+
+def test_age_trimming_reports_no_false_gap(redis: redis_server.RedisServer) -> None:
+    backend = RedisStreamsBackend(redis.url, prefix="t2", history=100, history_age=0.3)
+    try:
+        start = backend.head("r")
+        backend.publish(Envelope("r", "old", None, "pub", 1))
+        first = backend.replay("r", start)
+        assert [e.payload for e in first] == ["old"]
+        time.sleep(0.4)
+        backend.publish(Envelope("r", "new", None, "pub", 2))  # trims "old" by age
+        with pytest.raises(HistoryGap):
+            backend.replay("r", start)  # "old" came after start and is gone
+        assert first[0].position is not None
+        assert [e.payload for e in backend.replay("r", first[0].position)] == ["new"]
+    finally:
+        backend.close()
+
+
+def test_a_reader_that_was_away_while_its_room_was_trimmed_reports_a_gap(
+    redis: redis_server.RedisServer,
+) -> None:
+    got: list[Envelope] = []
+    reader = RedisStreamsBackend(redis.url, prefix="t3", history=3, history_age=None)
+    publisher = RedisStreamsBackend(redis.url, prefix="t3", history=3, history_age=None)
+    try:
+        reader.start(got.append)
+        reader.watch("r", reader.head("r"))
+        reader.watch("calm", reader.head("calm"))
+        wait_for(lambda: reader.subscribed)
+        publisher.publish(Envelope("r", "seen", None, "pub", 1))
+        wait_for(lambda: len(got) == 1)
+        away = reader._reader
+        reader._closed = True  # the reader stops reading (as if its connection were gone)
+        away.join(10)  # a thread: the test process does not patch sockets
+        assert not away.is_alive()
+        for i in range(5):  # more than the history while it is away
+            publisher.publish(Envelope("r", f"missed{i}", None, "pub", i + 2))
+        reader._closed = False
+        got.clear()
+        reader.start(got.append)  # back, from the last id it delivered
+        wait_for(lambda: any(e.kind == GAP for e in got))
+        gaps = [e for e in got if e.kind == GAP]
+        assert [e.room for e in gaps] == ["r"]  # "calm" lost nothing
+    finally:
+        reader.close()
+        publisher.close()
