@@ -993,7 +993,9 @@ def main() -> int:
     node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
     if node_version:
         versions["node"] = node_version.strip().lstrip("v")
-        with open(os.path.join(HERE, "node", "node_modules", "ws", "package.json")) as f:
+    ws_package = os.path.join(HERE, "node", "node_modules", "ws", "package.json")
+    if os.path.exists(ws_package):  # installed only when a Node server is in the run
+        with open(ws_package) as f:
             versions["ws"] = json.load(f)["version"]
     for s in names:
         if SERVERS[s][1] and not os.path.exists(os.path.join(wsgiws_root, "examples", "echo.py")):

@@ -15,8 +15,11 @@ from tests.servers import Server, serve
 UNIT_MODULES = {
     "test_client_handshake",
     "test_compression_options",
+    "test_connection",
     "test_deflate",
     "test_handshake",
+    "test_http",
+    "test_middleware",
     "test_operating_inprocess",
     "test_protocol",
     "test_protocol_deflate",
