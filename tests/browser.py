@@ -25,6 +25,13 @@ def chromium(url: str = "about:blank", timeout: float = 30.0) -> Iterator[int]:
     """
     binary = require_binary("chromium")
     profile = Path(tempfile.mkdtemp(prefix="wsgiws-chromium-"))
+    # No speculative connections ("network prediction": preconnects, prefetch): an idle
+    # socket opened just in case would hold a one-connection server (gunicorn's sync
+    # worker) until its timeout, and the page's WebSocket would wait behind it.
+    (profile / "Default").mkdir()
+    (profile / "Default" / "Preferences").write_text(
+        json.dumps({"net": {"network_prediction_options": 2}})
+    )
     process = subprocess.Popen(
         [binary, "--headless", "--no-sandbox", "--disable-gpu",
          "--disable-quic", "--disable-background-networking", "--disable-component-update",

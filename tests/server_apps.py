@@ -10,7 +10,8 @@ from examples.echo import app as echo_app
 from examples.echo import index as echo_index
 from wsgiws import WebSocket, WebSocketMiddleware, drain
 
-BROWSER_PAGE = b"""<!doctype html><html><body><pre id="out"></pre><script>
+BROWSER_PAGE = b"""<!doctype html><html><head><link rel="icon" href="data:,"></head>
+<body><pre id="out"></pre><script>
 const out = (t) => { document.getElementById("out").textContent += t + "\\n"; };
 const ws = new WebSocket("ws://" + location.host + "/echo");
 ws.onopen = () => { out("open"); ws.send("hello from the browser"); };

@@ -37,7 +37,13 @@ MATRIX = [
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     if request.param == "uwsgi" and uwsgi_binary() is None:
         require_binary("uwsgi")
-    args = ["--threads", "4"] if request.param == "gunicorn-gthread" else []
+    args = {
+        "gunicorn-gthread": ["--threads", "4"],
+        # A sync worker serves one connection at a time: a browser's idle spare connection
+        # holds it until gunicorn's timeout (README, Deploying). Two workers, as a sync
+        # deployment runs, keep the matrix's browser row about WebSockets.
+        "gunicorn-sync": ["--workers", "2"],
+    }.get(request.param, [])
     with serve(request.param, "tests.server_apps:app", args) as srv:
         yield srv
 
