@@ -10,19 +10,30 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.servers import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 class RedisServer:
     """One redis-server process; :meth:`restart` keeps the port (and, with
     ``persistent``, the data: an append-only file synced on every write)."""
 
-    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        persistent: bool = False,
+        binary: str = REDIS_SERVER,
+        extra: list[str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.persistent = persistent
+        self.binary = binary
+        self.extra = extra or []
         self.dir = tempfile.mkdtemp(prefix="wsgiws-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -37,8 +48,8 @@ class RedisServer:
         with open(Path(self.dir) / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [
-                    REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                    "--save", "", *persistence, "--dir", self.dir,
+                    self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--save", "", *persistence, "--dir", self.dir, *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -71,6 +82,13 @@ class RedisServer:
         time.sleep(down_for)
         self.start()
 
+    def call(self, *command: str) -> Any:
+        """One command on a fresh connection to this node alone."""
+        import redis
+
+        with redis.Redis(port=self.port, socket_timeout=5) as client:
+            return client.execute_command(*command)
+
     def log(self) -> str:
         path = Path(self.dir) / "redis.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -89,3 +107,108 @@ def redis_server(*, persistent: bool = False) -> Iterator[RedisServer]:
     finally:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+# A short node timeout: a killed primary's replica takes over within a few seconds.
+CLUSTER_NODE = [
+    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+    "--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
+]  # fmt: skip
+
+
+class RedisCluster:
+    """A Redis Cluster on 127.0.0.1: ``masters`` primaries with ``replicas`` replicas
+    each (every node on a free port and a free cluster-bus port), the slots spread
+    by ``redis-cli --cluster create``."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, *, binary: str = REDIS_SERVER) -> None:
+        self.binary = binary
+        self.replicas = replicas
+        self.nodes = [
+            RedisServer(binary=binary, extra=[*CLUSTER_NODE, "--cluster-port", str(free_port())])
+            for _ in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        """The ``redis+cluster://`` URL the backends take (every node as a seed)."""
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{seeds}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                REDIS_CLI, "--cluster", "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas", str(self.replicas), "--cluster-yes",
+            ],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Every live node says ``cluster_state:ok`` and agrees on who serves each slot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            views = []
+            for node in self.live_nodes():
+                try:
+                    info = node.call("CLUSTER", "INFO").decode()
+                    slots = node.call("CLUSTER", "SLOTS")
+                except (OSError, RuntimeError):
+                    views.append(None)
+                    continue
+                ok = "cluster_state:ok" in info
+                views.append(repr(sorted((s[0], s[1], s[2][1]) for s in slots)) if ok else None)
+            if views and None not in views and len(set(views)) == 1:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster not healthy: {views}")
+            time.sleep(0.1)
+
+    def live_nodes(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def primary_of(self, key: str) -> RedisServer:
+        """The node serving ``key``'s slot now."""
+        slot = int(self.live_nodes()[0].call("CLUSTER", "KEYSLOT", key))
+        for start, end, primary, *_ in self.live_nodes()[0].call("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == int(primary[1]))
+        raise RuntimeError(f"no node serves slot {slot}")
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        node_id = primary.call("CLUSTER", "MYID").decode()
+        lines = primary.call("CLUSTER", "NODES").decode().splitlines()
+        ports = {
+            int(f.split()[1].split(":")[1].split("@")[0])
+            for f in lines
+            if node_id in f.split()[3:4]
+        }
+        return [n for n in self.nodes if n.port in ports]
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL: no goodbye, as when a host dies."""
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait()
+        node.process = None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+            shutil.rmtree(node.dir, ignore_errors=True)
+
+
+@contextmanager
+def redis_cluster(
+    masters: int = 3, replicas: int = 1, *, binary: str = REDIS_SERVER
+) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(masters, replicas, binary=binary)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

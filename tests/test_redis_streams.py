@@ -90,10 +90,12 @@ def test_a_reader_that_was_away_while_its_room_was_trimmed_reports_a_gap(
         wait_for(lambda: reader.subscribed)
         publisher.publish(Envelope("r", "seen", None, "pub", 1))
         wait_for(lambda: len(got) == 1)
-        away = reader._reader
+        away = [group.task for group in reader._groups.values()]
+        assert len(away) == 1  # one server: one reader for every stream
         reader._closed = True  # the reader stops reading (as if its connection were gone)
-        away.join(10)  # a thread: the test process does not patch sockets
-        assert not away.is_alive()
+        for task in away:
+            task.join(10)  # a thread: the test process does not patch sockets
+            assert not task.is_alive()
         for i in range(5):  # more than the history while it is away
             publisher.publish(Envelope("r", f"missed{i}", None, "pub", i + 2))
         reader._closed = False

@@ -503,7 +503,9 @@ class Hub:
         redis_only = {k: options.pop(k) for k in ("presence_ttl", "max_outbox") if k in options}
         if not url:
             return cls(LocalBackend(**bounds), **options)  # type: ignore[arg-type]
-        if url.startswith(("redis://", "rediss://", "unix://")):
+        if url.startswith(
+            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        ):
             from .backends import redis as redis_backends
 
             backend: Backend

@@ -26,16 +26,20 @@ survive. Nothing is buffered or replayed.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from ..hub import GAP, Deliver, Envelope, HistoryGap, HubUnavailable, Position
@@ -82,7 +86,46 @@ def _stop(task: Any) -> None:
         kill(block=False)
 
 
-def _close_client(client: redis.Redis | None) -> None:
+Client = redis.Redis | RedisCluster
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    """``redis+cluster://host:port,host:port/0`` (``rediss+cluster://`` for TLS)."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def _cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
+    """A cluster client from a ``redis+cluster://[user:password@]host:port,host:port[/0]``
+    URL: every host is a seed node (one that answers is enough); a cluster has
+    database 0 only."""
+    from urllib.parse import unquote
+
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has database 0 only, not {path!r} ({url})")
+    credentials, _, hosts = netloc.rpartition("@")
+    if credentials:
+        user, _, password = credentials.partition(":")
+        options = {"username": unquote(user) or None, "password": unquote(password), **options}
+    seeds = []
+    for host_port in hosts.split(","):
+        host, _, port = host_port.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port in {url!r}, got {host_port!r}")
+        seeds.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+    return RedisCluster(startup_nodes=seeds, ssl=scheme == "rediss+cluster", **options)
+
+
+def _connect(url: str, options: dict[str, Any]) -> Client:
+    if is_cluster_url(url):
+        return _cluster_client(url, options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _close_client(client: Client | None) -> None:
     if client is not None:
         client.close()
 
@@ -354,6 +397,18 @@ if later(floor, ARGV[2]) then return {'trimmed'} end
 return {'ok', redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+')}
 """
 
+
+@dataclass(eq=False)
+class _ReadGroup:
+    """The streams one reader blocks on in one XREAD (on a cluster: one slot's)."""
+
+    wake_key: str  # a small stream in the same slot: a watch appends to it to wake the reader
+    keys: set[str] = field(default_factory=set)
+    task: Any = None
+    reading: bool = False
+    connections: int = 0
+
+
 _META_TTL = 7 * 86400  # a room's epoch and last id outlive its messages (no false gaps)
 _BLOCK_MS = 5000
 
@@ -407,7 +462,7 @@ class RedisStreamsBackend:
         self.max_outbox = max_outbox
         self._options = _connection_options(redis_options)
         self._lock = threading.Lock()
-        self._publisher: redis.Redis | None = None
+        self._publisher: Client | None = None
         self._scripts: dict[str, Any] = {}
         self._pid = -1
         self._outbox: deque[tuple[str | None, bytes, str, int]] = deque()
@@ -415,39 +470,51 @@ class RedisStreamsBackend:
         self._retrying = False
         self._down = False
         self._deliver: Deliver | None = None
-        self._reader: Any = None
         self._closed = False
         self._cursors: dict[str, str] = {}  # stream key -> last id delivered
         self._rooms_by_key: dict[str, str | None] = {}
-        self._wake_key = ""
+        self._groups: dict[int, _ReadGroup] = {}  # cluster slot (0 on one server) -> its reader
+        self._reading: Client | None = None
+        self._token = ""
+        self.cluster = is_cluster_url(url)
         self.presence_ttl = presence_ttl
         self._nodes: set[str] = set()
         self._heartbeating = False
-        #: True while the reader holds a live connection.
-        self.subscribed = False
-        #: Times the reader (re)connected.
+        #: Times a reader (re)connected.
         self.subscriptions = 0
         #: Envelopes waiting for Redis (it is unreachable).
         self.waiting = 0
 
     # ----------------------------------------------------------------- keys
 
+    @property
+    def subscribed(self) -> bool:
+        """True while every reader holds a live connection."""
+        with self._lock:
+            groups = list(self._groups.values())
+        return bool(groups) and all(group.reading for group in groups)
+
     def stream_key(self, room: str | None) -> str:
-        """The room's stream (the broadcast stream for None); a hash tag keeps a
+        """The room's stream (the broadcast stream for None); the hash tag keeps a
         room's keys in one Redis Cluster slot."""
         if room is None:
-            return f"{self.prefix}:{{}}:b"
+            return f"{self.prefix}:{{*}}:b"
         return f"{self.prefix}:{{{room}}}:s"
 
     def _meta_key(self, room: str | None) -> str:
         if room is None:
-            return f"{self.prefix}:{{}}:bm"
+            return f"{self.prefix}:{{*}}:bm"
         return f"{self.prefix}:{{{room}}}:m"
 
-    def _client(self, **extra: Any) -> redis.Redis:
-        return redis.Redis.from_url(self.url, **{**self._options, **extra})
+    def _slot(self, key: str) -> int:
+        """Which reader reads ``key``: on a cluster one per slot, because a
+        multi-key command such as XREAD must name keys of one slot (CROSSSLOT)."""
+        return key_slot(key.encode()) if self.cluster else 0
 
-    def _publishing_client(self) -> redis.Redis:
+    def _client(self, **extra: Any) -> Client:
+        return _connect(self.url, {**self._options, **extra})
+
+    def _publishing_client(self) -> Client:
         import os
 
         if self._publisher is None or self._pid != os.getpid():
@@ -457,8 +524,21 @@ class RedisStreamsBackend:
                 for name, source in (("publish", _PUBLISH), ("head", _HEAD), ("replay", _REPLAY))
             }
             self._pid = os.getpid()
-            self._wake_key = f"{self.prefix}:wake:{os.getpid()}:{os.urandom(4).hex()}"
         return self._publisher
+
+    def _reading_client(self) -> Client:
+        """One client for every reader of this process (each blocked XREAD holds
+        one of its connections); on a cluster it follows MOVED and failovers."""
+        if self._reading is None:
+            self._reading = self._client(socket_timeout=_BLOCK_MS / 1000 + 5)
+        return self._reading
+
+    def _wake_suffix(self) -> str:
+        import os
+
+        if not self._token.startswith(f"{os.getpid()}:"):
+            self._token = f"{os.getpid()}:{os.urandom(4).hex()}"
+        return self._token
 
     @staticmethod
     def _new_epoch() -> str:
@@ -505,14 +585,7 @@ class RedisStreamsBackend:
                     return True
                 batch = [self._outbox[i] for i in range(min(_BATCH, len(self._outbox)))]
             try:
-                client = self._publishing_client()
-                pipe = client.pipeline(transaction=False)
-                append = self._scripts["publish"]
-                for room, data, publisher, seq in batch:
-                    keys = [self.stream_key(room), self._meta_key(room)]
-                    args = [publisher, seq, data, maxlen, age_ms, self._new_epoch(), ttl, _META_TTL]
-                    append(keys=keys, args=args, client=pipe)
-                pipe.execute()
+                self._append(batch, maxlen, age_ms, ttl)
             except (redis.RedisError, OSError) as exc:
                 with self._lock:
                     first_failure = not self._down
@@ -535,6 +608,28 @@ class RedisStreamsBackend:
                 if self._down:
                     self._down = False
                     logger.warning("hub: Redis takes messages again")
+
+    def _append(self, batch: list[tuple[str | None, bytes, str, int]], *bounds: str) -> None:
+        """One pipelined round trip (one per node on a cluster). EVALSHA by hand: a
+        cluster pipeline refuses Script objects; a server that lost its scripts
+        (restarted, or a replica just promoted) gets them again and the batch is
+        sent again, which appends nothing twice."""
+        maxlen, age_ms, ttl = bounds
+        client = self._publishing_client()
+        sha = self._scripts["publish"].sha
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            for room, data, publisher, seq in batch:
+                keys = [self.stream_key(room), self._meta_key(room)]
+                args = [publisher, seq, data, maxlen, age_ms, self._new_epoch(), ttl, _META_TTL]
+                pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
+            try:
+                pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                client.script_load(_PUBLISH)  # every primary, on a cluster
 
     def _retry_forever(self) -> None:
         delay = 0.1
@@ -650,29 +745,53 @@ class RedisStreamsBackend:
     def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         self._closed = False
-        self._publishing_client()
         try:
             broadcast: str = self.head_of_broadcast()
         except (redis.RedisError, OSError):
             broadcast = "$"  # Redis is down; the reader starts at what comes next
+        self._watch_key(self.stream_key(None), None, broadcast)
         with self._lock:
-            self._cursors[self.stream_key(None)] = broadcast
-            self._rooms_by_key[self.stream_key(None)] = None
-        self._reader = _spawn(self._read_forever, "wsgiws-redis-reader")
+            groups = list(self._groups.items())
+        for slot, group in groups:
+            self._start_reader(slot, group)
+
+    def _start_reader(self, slot: int, group: _ReadGroup) -> bool:
+        """Start the group's reader unless it runs or this backend is not receiving."""
+        with self._lock:
+            if group.task is not None or self._deliver is None or self._closed:
+                return False
+            group.task = starting = object()
+        task = _spawn(functools.partial(self._read_forever, slot, group), "wsgiws-redis-reader")
+        with self._lock:
+            if group.task is starting:
+                group.task = task
+        return True
 
     def head_of_broadcast(self) -> str:
+        self._publishing_client()
         _, last = self._scripts["head"](keys=[self._meta_key(None)], args=["b", _META_TTL])
         return str(last.decode())
 
     def watch(self, room: str, start: Position | None) -> None:
-        key = self.stream_key(room)
+        self._watch_key(self.stream_key(room), room, start.offset if start is not None else "$")
+
+    def _watch_key(self, key: str, room: str | None, cursor: str) -> None:
+        slot = self._slot(key)
         with self._lock:
-            self._cursors[key] = start.offset if start is not None else "$"
+            self._cursors[key] = cursor
             self._rooms_by_key[key] = room
-        try:  # wake the reader so that it reads this stream too
+            group = self._groups.get(slot)
+            if group is None:  # its wake key is in the slot too: ``key`` + a suffix
+                group = self._groups[slot] = _ReadGroup(f"{key}:w:{self._wake_suffix()}")
+            group.keys.add(key)
+        if self._start_reader(slot, group):
+            return
+        try:  # wake the group's reader so that it reads this stream too
             client = self._publishing_client()
-            client.xadd(self._wake_key, {"w": 1}, maxlen=1)
-            client.expire(self._wake_key, 60)
+            pipe = client.pipeline(transaction=False)
+            pipe.xadd(group.wake_key, {"w": 1}, maxlen=1)
+            pipe.expire(group.wake_key, 60)
+            pipe.execute()
         except (redis.RedisError, OSError):
             pass  # the reader is reconnecting and will read it
 
@@ -681,49 +800,58 @@ class RedisStreamsBackend:
         with self._lock:
             self._cursors.pop(key, None)
             self._rooms_by_key.pop(key, None)
+            group = self._groups.get(self._slot(key))
+            if group is not None:
+                group.keys.discard(key)  # an empty group's reader ends at its next wake-up
 
-    def _read_forever(self) -> None:
+    def _read_forever(self, slot: int, group: _ReadGroup) -> None:
         delay = 0.1
         wake_cursor = "0-0"
-        while not self._closed:
-            client = self._client(socket_timeout=_BLOCK_MS / 1000 + 5)
-            try:
-                client.ping()
-                self.subscribed = True
-                self.subscriptions += 1
-                if self.subscriptions > 1:
-                    logger.warning("hub: reading Redis streams again after an outage")
-                    self._report_gaps(client)
-                delay = 0.1
-                while not self._closed:
-                    with self._lock:
-                        streams: dict[Any, Any] = dict(self._cursors)
-                    streams[self._wake_key] = wake_cursor
-                    reply: Any = client.xread(streams, count=_BATCH, block=_BLOCK_MS)
-                    for key, entries in reply or ():
-                        name = key.decode()
-                        if name == self._wake_key:
-                            wake_cursor = entries[-1][0].decode()
-                            continue
-                        self._deliver_entries(name, entries)
-            except (redis.RedisError, OSError) as exc:
-                if self.subscribed:
-                    logger.warning("hub: lost the Redis stream reader (%s); reconnecting", exc)
-            finally:
-                self.subscribed = False
-                client.close()
-            if self._closed:
-                break
-            _sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+        try:
+            while not self._closed:
+                try:
+                    client = self._reading_client()
+                    client.exists(group.wake_key)  # reaches the node serving the slot
+                    group.reading = True
+                    self.subscriptions += 1
+                    if group.connections:
+                        logger.warning("hub: reading Redis streams again after an outage")
+                        self._report_gaps(client, group)
+                    group.connections += 1
+                    delay = 0.1
+                    while not self._closed:
+                        with self._lock:
+                            if not group.keys:
+                                del self._groups[slot]  # a new watch starts another
+                                return
+                            streams: dict[Any, Any] = {k: self._cursors[k] for k in group.keys}
+                        streams[group.wake_key] = wake_cursor
+                        reply: Any = client.xread(streams, count=_BATCH, block=_BLOCK_MS)
+                        for key, entries in reply or ():
+                            name = key.decode()
+                            if name == group.wake_key:
+                                wake_cursor = entries[-1][0].decode()
+                                continue
+                            self._deliver_entries(name, entries)
+                except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: closed
+                    if group.reading and not self._closed:
+                        logger.warning("hub: lost the Redis stream reader (%s); reconnecting", exc)
+                finally:
+                    group.reading = False
+                if self._closed:
+                    break
+                _sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+        finally:
+            group.task = None
 
-    def _report_gaps(self, client: redis.Redis) -> None:
+    def _report_gaps(self, client: Client, group: _ReadGroup) -> None:
         """After a reconnect: rooms whose history was trimmed past our last id while
         we were away lost messages for this process; the hub hears of each one as a
         GAP envelope (and closes the room's sockets so their clients resume)."""
         with self._lock:
             watched = [
-                (k, r, c) for k, c in self._cursors.items() if (r := self._rooms_by_key.get(k))
+                (k, r, self._cursors[k]) for k in group.keys if (r := self._rooms_by_key.get(k))
             ]
         pipe = client.pipeline(transaction=False)
         for _, room, _ in watched:
@@ -750,13 +878,17 @@ class RedisStreamsBackend:
 
     def close(self) -> None:
         self._closed = True
-        _stop(self._reader)
-        self._reader = None
-        _close_client(self._publisher)
-        self._publisher = None
         with self._lock:
+            groups = list(self._groups.values())
+            self._groups.clear()
             self._cursors.clear()
             self._rooms_by_key.clear()
+        for group in groups:
+            _stop(group.task)
+        _close_client(self._publisher)
+        self._publisher = None
+        _close_client(self._reading)
+        self._reading = None
 
     def __repr__(self) -> str:
         state = "reading" if self.subscribed else "not reading"
