@@ -189,6 +189,23 @@ class RedisCluster:
         }
         return [n for n in self.nodes if n.port in ports]
 
+    def is_primary(self, node: RedisServer) -> bool:
+        return bool(node.call("ROLE")[0] == b"master")
+
+    def move_slot(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """Reshard one slot by hand, as ``redis-cli --cluster reshard`` does: mark it
+        importing/migrating, MIGRATE its keys, then give it to ``target`` everywhere."""
+        source_id = source.call("CLUSTER", "MYID").decode()
+        target_id = target.call("CLUSTER", "MYID").decode()
+        target.call("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.call("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        while keys := source.call("CLUSTER", "GETKEYSINSLOT", str(slot), "100"):
+            source.call("MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *keys)
+        for node in (target, source, *self.live_nodes()):
+            if self.is_primary(node):
+                node.call("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        self.wait_healthy()
+
     def kill(self, node: RedisServer) -> None:
         """SIGKILL: no goodbye, as when a host dies."""
         assert node.process is not None
