@@ -218,6 +218,10 @@ class Backend(Protocol):
       True for a backend with history, which delivers *every* envelope of a
       watched room, this process's own included, in the room's order and with
       its :class:`Position`, and answers ``head`` and ``replay``.
+    - ``per_room_order`` (optional, default False): True for a fire-and-forget
+      transport that keeps a publisher's order within each room only (one
+      channel per room, as sharded pub/sub on a cluster); the hub then drops
+      repeats per publisher and room, and cannot count gaps.
     - ``start(deliver)``: begin receiving; from now on call ``deliver(envelope)``.
       Called once, lazily, when the first socket joins; a process that only
       publishes never starts receiving. ``deliver`` never blocks and may be
@@ -472,6 +476,7 @@ class Hub:
         self.stats = HubStats()
         metrics.track_hub(self)  # deliveries and overflows in wsgiws.metrics
         self._history = bool(getattr(self.backend, "history", False))
+        self._per_room_order = bool(getattr(self.backend, "per_room_order", False))
         self._lock = threading.Lock()  # never held across anything that blocks
         self._members: dict[WebSocket, _Member] = {}
         self._rooms: dict[str, dict[_Member, None]] = {}  # ordered sets
@@ -843,16 +848,19 @@ class Hub:
             return
         if envelope.publisher == self.node_id:
             return  # our own, already delivered
+        source = envelope.publisher
+        if self._per_room_order:  # its rooms arrive in any order: their seqs interleave
+            source = f"{source} {envelope.room}"
         with self._lock:
             seen = self._seen
-            last = seen.pop(envelope.publisher, 0)
-            seen[envelope.publisher] = max(last, envelope.seq)  # most recent last
+            last = seen.pop(source, 0)
+            seen[source] = max(last, envelope.seq)  # most recent last
             if len(seen) > 4096:
                 seen.popitem(last=False)
         if envelope.seq <= last:
             self.stats.duplicates += 1
             return
-        if last and envelope.seq != last + 1:
+        if last and envelope.seq != last + 1 and not self._per_room_order:
             self.stats.gaps += 1
         self.stats.received += 1
         self._deliver_local(envelope)

@@ -33,6 +33,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from ..hub import GAP, Deliver, Envelope, HistoryGap, HubUnavailable, Position
@@ -87,6 +89,10 @@ def _stop(task: Any) -> None:
 
 
 Client = redis.Redis | RedisCluster
+
+# What a server or cluster that is down, or moving, raises (RedisClusterException: no
+# node answers, a MOVED that led nowhere, too many redirections).
+_DOWN = (redis.RedisError, OSError, RedisClusterException)
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
@@ -141,13 +147,18 @@ def _connection_options(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 class RedisBackend:
-    """Envelopes over one Redis pub/sub channel: at most once, no history.
+    """Envelopes over Redis pub/sub: at most once, no history.
 
-    ``url``: a redis-py URL (``redis://host:port/db``, ``rediss://``, ``unix://``).
+    ``url``: a redis-py URL (``redis://host:port/db``, ``rediss://``, ``unix://``),
+    or ``redis+cluster://host:port,host:port/0`` for a Redis Cluster (7+).
     ``channel``: hubs on the same channel form one hub; use another name for an
-    unrelated set of rooms on the same Redis. ``max_outbox``: envelopes waiting
-    to be published (while a publish to Redis is in flight) beyond which new
-    ones are dropped. Extra keyword arguments go to ``redis.Redis.from_url``.
+    unrelated set of rooms on the same Redis. On one server every room travels
+    on that one channel and each process receives everything; on a cluster each
+    room has its own sharded channel (``SPUBLISH``/``SSUBSCRIBE``,
+    ``<channel>:{<room>}``, served by the room's slot's node) and each process
+    subscribes to the rooms it has members in. ``max_outbox``: envelopes
+    waiting to be published (while a publish to Redis is in flight) beyond which
+    new ones are dropped. Extra keyword arguments go to the redis-py client.
     """
 
     def __init__(
@@ -161,16 +172,19 @@ class RedisBackend:
         self.url = url
         self.channel = channel
         self.max_outbox = max_outbox
+        self.cluster = is_cluster_url(url)
         self._options = _connection_options(redis_options)
-        self._publisher: redis.Redis | None = None
+        self._publisher: Client | None = None
         self._pid = -1
         self._lock = threading.Lock()
-        self._outbox: deque[bytes] = deque()
+        self._outbox: deque[tuple[str, bytes]] = deque()
         self._flushing = False
         self._down_until = 0.0
         self._deliver: Deliver | None = None
         self._subscriber: Any = None
         self._closed = False
+        self._channels: set[str] = set()  # cluster: the rooms' channels this process wants
+        self._shards: _ShardedSubscription | None = None
         #: True while the subscriber holds a live subscription.
         self.subscribed = False
         #: Envelopes that never reached Redis (unreachable, or outbox full).
@@ -180,15 +194,46 @@ class RedisBackend:
 
     history = False
 
-    def _client(self, **extra: Any) -> redis.Redis:
-        return redis.Redis.from_url(self.url, **{**self._options, **extra})
+    @property
+    def per_room_order(self) -> bool:
+        """A cluster's rooms travel on separate channels (see the hub's Backend)."""
+        return self.cluster
 
-    # One channel carries every room: every process gets everything.
+    def _client(self, **extra: Any) -> Client:
+        return _connect(self.url, {**self._options, **extra})
+
+    def channel_of(self, room: str | None) -> str:
+        """Where a room's envelopes travel: ``channel`` on one server; on a cluster
+        the room's sharded channel, in the room's slot (None: the broadcasts')."""
+        if not self.cluster:
+            return self.channel
+        return f"{self.channel}:{{{'*' if room is None else room}}}"
+
     def watch(self, room: str, start: Position | None) -> None:
-        pass
+        """On a cluster, subscribe to the room's channel (waiting, briefly, for
+        the node to confirm: what is sent after ``join`` returns arrives)."""
+        if not self.cluster:
+            return  # one channel carries every room: every process gets everything
+        channel = self.channel_of(room)
+        with self._lock:
+            self._channels.add(channel)
+            shards = self._shards
+        if shards is not None:
+            try:
+                shards.subscribe(channel)
+                shards.wait_confirmed({channel}, 2.0)
+            except (*_DOWN, ValueError):
+                pass  # the subscriber resubscribes to every wanted channel
 
     def unwatch(self, room: str) -> None:
-        pass
+        if not self.cluster:
+            return
+        channel = self.channel_of(room)
+        with self._lock:
+            self._channels.discard(channel)
+            shards = self._shards
+        if shards is not None:
+            shards.unsubscribe(channel)
 
     def head(self, room: str) -> Position | None:
         return None
@@ -211,12 +256,12 @@ class RedisBackend:
     def publish(self, envelope: Envelope) -> None:
         """Queue the envelope and, unless another caller is already at it, publish
         the queue in order (pipelined). Never raises."""
-        data = envelope.encode()
+        item = (self.channel_of(envelope.room), envelope.encode())
         with self._lock:
             if len(self._outbox) >= self.max_outbox:
                 self.dropped += 1
                 return
-            self._outbox.append(data)
+            self._outbox.append(item)
             if self._flushing:
                 return  # the flushing caller takes ours along, in order
             self._flushing = True
@@ -227,6 +272,7 @@ class RedisBackend:
                 self._flushing = False
 
     def _flush(self) -> None:
+        command = "spublish" if self.cluster else "publish"
         while True:
             with self._lock:
                 if not self._outbox:
@@ -238,13 +284,13 @@ class RedisBackend:
             try:
                 client = self._publishing_client()
                 if len(batch) == 1:
-                    client.publish(self.channel, batch[0])
+                    getattr(client, command)(*batch[0])
                 else:
                     pipe = client.pipeline(transaction=False)
-                    for data in batch:
-                        pipe.publish(self.channel, data)
+                    for channel, data in batch:
+                        getattr(pipe, command)(channel, data)
                     pipe.execute()
-            except (redis.RedisError, OSError) as exc:
+            except _DOWN as exc:
                 self.dropped += len(batch)
                 if self._down_until == 0.0 or time.monotonic() - self._down_until > 5:
                     logger.warning("hub: cannot publish to Redis (%s); dropping for now", exc)
@@ -252,7 +298,7 @@ class RedisBackend:
             else:
                 self._down_until = 0.0
 
-    def _publishing_client(self) -> redis.Redis:
+    def _publishing_client(self) -> Client:
         import os
 
         if self._publisher is None or self._pid != os.getpid():
@@ -265,61 +311,109 @@ class RedisBackend:
     def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         self._closed = False
+        if self.cluster:
+            with self._lock:
+                self._channels.add(self.channel_of(None))
         self._subscriber = _spawn(self._subscribe_forever, "wsgiws-redis-subscriber")
 
     def _subscribe_forever(self) -> None:
         delay = 0.1
-        client = self._client(health_check_interval=15)
+        client: Client | None = None
         while not self._closed:
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(self.channel)
-                deadline = time.monotonic() + 5.0
-                while True:  # wait for Redis to confirm the subscription
-                    reply = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-                    if reply is not None and reply.get("type") == "subscribe":
-                        break
-                    if time.monotonic() >= deadline:
-                        raise redis.TimeoutError("no subscribe confirmation")
-                self.subscribed = True
-                self.subscriptions += 1
-                if self.subscriptions > 1:
-                    logger.warning("hub: subscribed to Redis again after an outage")
-                    metrics.hub_backend_reconnects += 1
+                if client is None:
+                    client = self._client(health_check_interval=15)
+                if self.cluster:
+                    assert isinstance(client, RedisCluster)
+                    self._subscribe_sharded(client)
+                else:
+                    assert isinstance(client, redis.Redis)
+                    self._subscribe_channel(client)
                 delay = 0.1
-                self._listen(pubsub)
-            except (redis.RedisError, OSError, ValueError) as exc:
-                if self.subscribed:
+            except (*_DOWN, ValueError) as exc:
+                if self.subscribed and not self._closed:
                     logger.warning("hub: lost Redis subscription (%s); reconnecting", exc)
             finally:
                 self.subscribed = False
-                try:
-                    pubsub.close()
-                except Exception:
-                    pass
             if self._closed:
                 break
             _sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
+        _close_client(client)
 
-    def _listen(self, pubsub: Any) -> None:
+    def _subscribed(self) -> None:
+        self.subscribed = True
+        self.subscriptions += 1
+        if self.subscriptions > 1:
+            logger.warning("hub: subscribed to Redis again after an outage")
+            metrics.hub_backend_reconnects += 1
+
+    def _subscribe_channel(self, client: redis.Redis) -> None:
+        """One server: the one channel, until the connection fails."""
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(self.channel)
+            deadline = time.monotonic() + 5.0
+            while True:  # wait for Redis to confirm the subscription
+                reply = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if reply is not None and reply.get("type") == "subscribe":
+                    break
+                if time.monotonic() >= deadline:
+                    raise redis.TimeoutError("no subscribe confirmation")
+            self._subscribed()
+            while not self._closed:
+                message = pubsub.get_message(timeout=5.0)
+                if message is not None and message.get("type") == "message":
+                    self._hand_over(message["data"])
+        finally:
+            try:
+                pubsub.close()
+            except Exception:
+                pass
+
+    def _subscribe_sharded(self, client: RedisCluster) -> None:
+        """A cluster: every wanted channel on the node serving its slot, until a
+        node fails, a slot moves away (the node unsubscribes us, or answers
+        MOVED) or a failover; then the caller starts over with a fresh map."""
+        client.nodes_manager.initialize()
+        shards = _ShardedSubscription(client, self._hand_over, self._wanted)
+        try:
+            with self._lock:
+                self._shards = shards
+                channels = set(self._channels)
+            for channel in channels:
+                shards.subscribe(channel)
+            if not shards.wait_confirmed(channels, 5.0):
+                raise redis.TimeoutError("no ssubscribe confirmation")
+            self._subscribed()
+            shards.wait_broken()
+        finally:
+            with self._lock:
+                self._shards = None
+            shards.close()
+
+    def _wanted(self, channel: str) -> bool:
+        with self._lock:
+            return channel in self._channels
+
+    def _hand_over(self, data: bytes) -> None:
         deliver = self._deliver
         assert deliver is not None
-        while not self._closed:
-            message = pubsub.get_message(timeout=5.0)
-            if message is None or message.get("type") != "message":
-                continue
-            try:
-                envelope = Envelope.decode(message["data"])
-            except (ValueError, UnicodeDecodeError):
-                logger.warning("hub: ignoring a malformed message on %s", self.channel)
-                continue
-            _hand_over(deliver, envelope)
+        try:
+            envelope = Envelope.decode(data)
+        except (ValueError, UnicodeDecodeError):
+            logger.warning("hub: ignoring a malformed message on %s", self.channel)
+            return
+        _hand_over(deliver, envelope)
 
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         self._closed = True
+        with self._lock:
+            shards = self._shards
+        if shards is not None:
+            shards.close()
         _stop(self._subscriber)
         self._subscriber = None
         _close_client(self._publisher)
@@ -328,6 +422,112 @@ class RedisBackend:
     def __repr__(self) -> str:
         state = "subscribed" if self.subscribed else "not subscribed"
         return f"<RedisBackend {self.url} {self.channel!r} {state}>"
+
+
+class _ShardedSubscription:
+    """One life of a process's sharded subscriptions on a cluster: a pub/sub
+    connection to each node that serves a wanted channel's slot, each read by
+    its own listener. Any failure breaks the whole of it (see ``wait_broken``)."""
+
+    def __init__(
+        self,
+        client: RedisCluster,
+        on_message: Callable[[bytes], None],
+        wanted: Callable[[str], bool],
+    ) -> None:
+        self._client = client
+        self._on_message = on_message
+        self._wanted = wanted
+        self._lock = threading.Condition()
+        self._pubsubs: dict[str, Any] = {}  # node name -> its PubSub
+        self._listeners: list[Any] = []
+        self._confirmed: set[str] = set()
+        self._leaving: set[str] = set()
+        self._broken = threading.Event()
+        self.error: BaseException | None = None
+
+    def subscribe(self, channel: str) -> None:
+        node = self._client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+        with self._lock:
+            if self._broken.is_set():
+                return
+            self._leaving.discard(channel)
+            pubsub: Any = self._pubsubs.get(node.name)
+            new = pubsub is None
+            if new:
+                pubsub = self._client.get_redis_connection(node).pubsub()  # type: ignore[no-untyped-call]
+                self._pubsubs[node.name] = pubsub
+        pubsub.ssubscribe(channel)  # one channel a command: several would have to share a slot
+        if new:
+            self._listeners.append(_spawn(lambda: self._listen(pubsub), "wsgiws-redis-shard"))
+
+    def unsubscribe(self, channel: str) -> None:
+        node = self._client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+        with self._lock:
+            pubsub = self._pubsubs.get(node.name)
+            self._confirmed.discard(channel)
+            self._leaving.add(channel)
+        if pubsub is not None:
+            try:
+                pubsub.sunsubscribe(channel)
+            except (*_DOWN, ValueError) as exc:
+                self._break(exc)
+
+    def wait_confirmed(self, channels: set[str], timeout: float) -> bool:
+        with self._lock:
+            return (
+                self._lock.wait_for(
+                    lambda: channels <= self._confirmed or self._broken.is_set(), timeout
+                )
+                and not self._broken.is_set()
+            )
+
+    def wait_broken(self) -> None:
+        self._broken.wait()
+        if self.error is not None:
+            raise self.error
+
+    def _listen(self, pubsub: Any) -> None:
+        try:
+            while not self._broken.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind, channel = message["type"], message["channel"].decode()
+                if kind == "smessage":
+                    self._on_message(message["data"])
+                elif kind == "ssubscribe":
+                    with self._lock:
+                        self._confirmed.add(channel)
+                        self._lock.notify_all()
+                elif kind == "sunsubscribe":
+                    with self._lock:
+                        asked = channel in self._leaving
+                        self._leaving.discard(channel)
+                    if not asked and self._wanted(channel):  # its slot moved to another node
+                        raise redis.ConnectionError(f"{channel} moved to another node")
+        except Exception as exc:  # a node down, MOVED, a closed connection: start over
+            self._break(exc)
+
+    def _break(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+            self._broken.set()
+            self._lock.notify_all()
+
+    def close(self) -> None:
+        self._break(redis.ConnectionError("closed"))
+        with self._lock:
+            pubsubs = list(self._pubsubs.values())
+            self._pubsubs.clear()
+        for task in self._listeners:
+            _stop(task)
+        for pubsub in pubsubs:
+            try:
+                pubsub.close()
+            except Exception:
+                pass
 
 
 # Appends one envelope to a room's stream, once: the room's meta hash remembers each
@@ -586,7 +786,7 @@ class RedisStreamsBackend:
                 batch = [self._outbox[i] for i in range(min(_BATCH, len(self._outbox)))]
             try:
                 self._append(batch, maxlen, age_ms, ttl)
-            except (redis.RedisError, OSError) as exc:
+            except _DOWN as exc:
                 with self._lock:
                     first_failure = not self._down
                     self._down = True
@@ -737,7 +937,7 @@ class RedisStreamsBackend:
                 for node in nodes:
                     pipe.set(self._node_key(node), 1, ex=self.presence_ttl)
                 pipe.execute()
-            except (redis.RedisError, OSError) as exc:
+            except _DOWN as exc:
                 logger.debug("hub: presence heartbeat failed: %s", exc)
 
     # ------------------------------------------------------------ receiving
@@ -747,7 +947,7 @@ class RedisStreamsBackend:
         self._closed = False
         try:
             broadcast: str = self.head_of_broadcast()
-        except (redis.RedisError, OSError):
+        except _DOWN:
             broadcast = "$"  # Redis is down; the reader starts at what comes next
         self._watch_key(self.stream_key(None), None, broadcast)
         with self._lock:
@@ -792,7 +992,7 @@ class RedisStreamsBackend:
             pipe.xadd(group.wake_key, {"w": 1}, maxlen=1)
             pipe.expire(group.wake_key, 60)
             pipe.execute()
-        except (redis.RedisError, OSError):
+        except _DOWN:
             pass  # the reader is reconnecting and will read it
 
     def unwatch(self, room: str) -> None:
@@ -833,7 +1033,7 @@ class RedisStreamsBackend:
                                 wake_cursor = entries[-1][0].decode()
                                 continue
                             self._deliver_entries(name, entries)
-                except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: closed
+                except (*_DOWN, ValueError) as exc:  # ValueError: closed
                     if group.reading and not self._closed:
                         logger.warning("hub: lost the Redis stream reader (%s); reconnecting", exc)
                 finally:
