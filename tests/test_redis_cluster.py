@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests import redis_server
-from tests.conftest import require_binary
 from tests.servers import Server, serve
 from tests.test_redis import Client, check_once_in_order
 from wsgiws.backends.redis import RedisBackend, RedisStreamsBackend
@@ -25,11 +24,11 @@ pytestmark = [
 Backend = RedisStreamsBackend | RedisBackend
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[redis_server.RedisCluster]:
-    require_binary("redis-server")
-    require_binary("redis-cli")
-    with redis_server.redis_cluster(masters=3, replicas=1) as running:
+@pytest.fixture(scope="module", params=redis_server.SERVERS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[redis_server.RedisCluster]:
+    """Redis Cluster, and a Valkey cluster through the same client library."""
+    binary = redis_server.server_binary(request.param)
+    with redis_server.redis_cluster(masters=3, replicas=1, binary=binary) as running:
         yield running
 
 

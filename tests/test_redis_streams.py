@@ -10,15 +10,13 @@ import pytest
 import redis as redis_py
 
 from tests import redis_server
-from tests.conftest import require_binary
 from wsgiws.backends.redis import RedisStreamsBackend
 from wsgiws.hub import GAP, Envelope, HistoryGap, Position
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[redis_server.RedisServer]:
-    require_binary("redis-server")
-    with redis_server.redis_server() as server:
+@pytest.fixture(scope="module", params=redis_server.SERVERS)
+def redis(request: pytest.FixtureRequest) -> Iterator[redis_server.RedisServer]:
+    with redis_server.redis_server(binary=redis_server.server_binary(request.param)) as server:
         yield server
 
 
