@@ -12,7 +12,8 @@ Parts:
 - ``recovery``: 100 clients reconnecting at once, each resuming 1,000 missed
   messages: time until the last one has caught up;
 - ``egress``: what each of 8 worker processes receives from Redis with 1,000
-  rooms, 10,000 messages spread over them (Streams: only its rooms; pub/sub:
+  rooms, 10,000 messages spread over them, on one server and on a 3-primary
+  cluster (Streams and sharded pub/sub: only its rooms; pub/sub on one server:
   everything).
 
 Clients, servers and Redis share this machine's cores: the numbers are a floor.
@@ -28,7 +29,10 @@ import statistics
 import struct
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from gevent import monkey
 
@@ -247,48 +251,50 @@ def recovery(clients: int = 100, missed: int = 1000) -> dict[str, object]:
 
 
 def egress(workers: int = 8, rooms: int = 1000, messages: int = 10_000) -> dict[str, object]:
-    """Worker processes stand-ins: one backend each, as a worker's hub holds it."""
+    """Worker process stand-ins: one backend each, as a worker's hub holds it; one
+    server, then a cluster of 3 primaries (each with a replica)."""
     out: dict[str, object] = {"part": "egress", "workers": workers, "rooms": rooms,
                               "messages": messages}  # fmt: skip
-    with redis_server.redis_server() as redis:
-        for layout, rooms_per_worker in (("each room in 1 worker", 1), ("in 2 workers", 2)):
-            counts = [0] * workers
-            backends = []
-            for w in range(workers):
-                backend = RedisStreamsBackend(redis.url, prefix=f"eg{rooms_per_worker}")
-                backend.start(lambda _e, w=w, counts=counts: counts.__setitem__(w, counts[w] + 1))
-                for r in range(rooms):
-                    if (r - w) % workers < rooms_per_worker:
-                        room = f"room{r}"
-                        backend.watch(room, backend.head(room))
-                backends.append(backend)
-            gevent.sleep(0.5)
-            publisher = RedisStreamsBackend(redis.url, prefix=f"eg{rooms_per_worker}")
-            for i in range(messages):
-                publisher.publish(Envelope(f"room{i % rooms}", "x" * 100, None, "p", i + 1))
-            deadline = time.monotonic() + 30
-            while sum(counts) < messages * rooms_per_worker and time.monotonic() < deadline:
-                gevent.sleep(0.05)
-            out[f"streams ({layout}) per worker"] = counts
-            for backend in [*backends, publisher]:
-                backend.close()
+
+    def run(make: Callable[[], Any], rooms_per_worker: int) -> tuple[list[int], float]:
+        """Messages each worker's backend handed over, and the seconds until the last."""
         counts = [0] * workers
-        subscribers = []
+        backends = []
         for w in range(workers):
-            backend = RedisBackend(redis.url, channel="eg")
-            backend.start(lambda _e, w=w, counts=counts: counts.__setitem__(w, counts[w] + 1))
-            subscribers.append(backend)
-        while not all(b.subscribed for b in subscribers):
+            backend = make()
+            backend.start(lambda _e, w=w: counts.__setitem__(w, counts[w] + 1))
+            for r in range(rooms):
+                if (r - w) % workers < rooms_per_worker:
+                    room = f"room{r}"
+                    backend.watch(room, backend.head(room))
+            backends.append(backend)
+        while not all(b.subscribed for b in backends):
             gevent.sleep(0.05)
-        publisher_ps = RedisBackend(redis.url, channel="eg")
+        gevent.sleep(0.5)
+        publisher = make()
+        started = time.monotonic()
         for i in range(messages):
-            publisher_ps.publish(Envelope(f"room{i % rooms}", "x" * 100, None, "p", i + 1))
-        deadline = time.monotonic() + 30
-        while sum(counts) < messages * workers and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-        out["pubsub per worker"] = counts
-        for backend in [*subscribers, publisher_ps]:
+            publisher.publish(Envelope(f"room{i % rooms}", "x" * 100, None, "p", i + 1))
+        expected = messages * (rooms_per_worker if backends[0].history or backends[0].cluster
+                               else workers)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while sum(counts) < expected and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        elapsed = time.monotonic() - started
+        for backend in [*backends, publisher]:
             backend.close()
+        return counts, elapsed
+
+    with redis_server.redis_server() as one, redis_server.redis_cluster() as cluster:
+        for where, url in (("one server", one.url), ("cluster", cluster.url)):
+            for layout, per_worker in (("each room in 1 worker", 1), ("in 2 workers", 2)):
+                prefix = f"eg{per_worker}"
+                counts, took = run(partial(RedisStreamsBackend, url, prefix=prefix), per_worker)
+                out[f"streams, {where}, {layout}"] = {"per_worker": counts, "s": round(took, 2)}
+            kind = "sharded pub/sub" if where == "cluster" else "pub/sub"
+            counts, took = run(partial(RedisBackend, url, channel="eg"), 1)
+            out[f"{kind}, {where}, each room in 1 worker"] = {"per_worker": counts,
+                                                              "s": round(took, 2)}  # fmt: skip
     return out
 
 

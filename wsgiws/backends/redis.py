@@ -2,6 +2,7 @@
 
 >>> hub = Hub(RedisStreamsBackend("redis://127.0.0.1:6379/0"))   # history, recovery
 >>> hub = Hub(RedisBackend("redis://127.0.0.1:6379/0"))          # pub/sub: at most once
+>>> hub = Hub.from_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7000/0")  # a Redis Cluster
 
 :class:`RedisStreamsBackend` keeps each room in a Redis stream (bounded by count
 and age) and each process reads only the rooms it has members in, from the last
@@ -615,7 +616,10 @@ _BLOCK_MS = 5000
 
 class RedisStreamsBackend:
     """Envelopes in Redis streams, one per room: history, recovery, each process
-    reading only its rooms (needs Redis 7 or a compatible server).
+    reading only its rooms (needs Redis 7 or a compatible server). ``url`` as
+    for :class:`RedisBackend`, a cluster's included: there the rooms spread over
+    the primaries by hash slot and each process reads each slot it has members
+    in with one blocking XREAD (a command's keys must share a slot).
 
     ``history``: messages kept per room; ``history_age``: seconds a message is
     kept (None: no age limit, and an idle room's stream then lives forever, else
