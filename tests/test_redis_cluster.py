@@ -246,3 +246,17 @@ def test_a_moved_slot_is_followed(cluster: redis_server.RedisCluster, transport:
     finally:
         reader.backend.close()
         publisher.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+cluster://127.0.0.1:7000/3", "database 0 only"),
+        ("redis+cluster://127.0.0.1/0", "expected host:port"),
+        ("redis+cluster://127.0.0.1:7000,:7001/0", "expected host:port"),
+    ],
+)
+def test_a_bad_cluster_url_says_what_is_wrong(url: str, why: str) -> None:
+    hub = Hub.from_url(url)  # connects to nothing until used
+    with pytest.raises(ValueError, match=why):
+        hub.position("r")
