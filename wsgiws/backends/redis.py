@@ -610,6 +610,7 @@ class _ReadGroup:
     connections: int = 0
 
 
+_SLOTS = 16384  # a Redis Cluster's hash slots
 _META_TTL = 7 * 86400  # a room's epoch and last id outlive its messages (no false gaps)
 _BLOCK_MS = 5000
 
@@ -734,7 +735,9 @@ class RedisStreamsBackend:
         """One client for every reader of this process (each blocked XREAD holds
         one of its connections); on a cluster it follows MOVED and failovers."""
         if self._reading is None:
-            self._reading = self._client(socket_timeout=_BLOCK_MS / 1000 + 5)
+            self._reading = self._client(  # a connection per reader: up to one per slot
+                socket_timeout=_BLOCK_MS / 1000 + 5, max_connections=_SLOTS + 16
+            )
         return self._reading
 
     def _wake_suffix(self) -> str:
