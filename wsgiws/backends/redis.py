@@ -75,6 +75,22 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)  # gevent's when patched
 
 
+class _Backoff:
+    """Waits between reconnection attempts: 0.1 s doubling up to ``cap``, with
+    jitter, so that processes cut off together do not all come back at once."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.delay = 0.1
+
+    def reset(self) -> None:
+        self.delay = 0.1
+
+    def sleep(self) -> None:
+        _sleep(self.delay * (0.5 + random.random()))
+        self.delay = min(self.delay * 2, self.cap)
+
+
 def _hand_over(deliver: Deliver, envelope: Envelope) -> None:
     try:
         deliver(envelope)
@@ -318,7 +334,7 @@ class RedisBackend:
         self._subscriber = _spawn(self._subscribe_forever, "wsgiws-redis-subscriber")
 
     def _subscribe_forever(self) -> None:
-        delay = 0.1
+        backoff = _Backoff(5.0)
         client: Client | None = None
         while not self._closed:
             try:
@@ -330,7 +346,7 @@ class RedisBackend:
                 else:
                     assert isinstance(client, redis.Redis)
                     self._subscribe_channel(client)
-                delay = 0.1
+                backoff.reset()
             except (*_DOWN, ValueError) as exc:
                 if self.subscribed and not self._closed:
                     logger.warning("hub: lost Redis subscription (%s); reconnecting", exc)
@@ -338,8 +354,7 @@ class RedisBackend:
                 self.subscribed = False
             if self._closed:
                 break
-            _sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            backoff.sleep()
         _close_client(client)
 
     def _subscribed(self) -> None:
@@ -839,11 +854,10 @@ class RedisStreamsBackend:
                 client.script_load(_PUBLISH)  # every primary, on a cluster
 
     def _retry_forever(self) -> None:
-        delay = 0.1
+        backoff = _Backoff(2.0)
         try:
             while not self._closed:
-                _sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                backoff.sleep()
                 with self._lock:
                     if self._flushing:
                         continue
@@ -1012,7 +1026,7 @@ class RedisStreamsBackend:
                 group.keys.discard(key)  # an empty group's reader ends at its next wake-up
 
     def _read_forever(self, slot: int, group: _ReadGroup) -> None:
-        delay = 0.1
+        backoff = _Backoff(5.0)
         wake_cursor = "0-0"
         try:
             while not self._closed:
@@ -1025,7 +1039,7 @@ class RedisStreamsBackend:
                         logger.warning("hub: reading Redis streams again after an outage")
                         self._report_gaps(client, group)
                     group.connections += 1
-                    delay = 0.1
+                    backoff.reset()
                     while not self._closed:
                         with self._lock:
                             if not group.keys:
@@ -1047,8 +1061,7 @@ class RedisStreamsBackend:
                     group.reading = False
                 if self._closed:
                     break
-                _sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                backoff.sleep()
         finally:
             group.task = None
 
