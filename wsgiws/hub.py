@@ -9,10 +9,13 @@
 ...         hub.send("lobby", message, exclude=ws)   # everyone in the room but the sender
 
 A socket may be in many rooms and leaves them all when it closes. Sending
-never blocks on a socket: each member has a bounded outgoing queue drained by
-a sender greenlet (started only while the queue is non-empty), so a slow
-receiver cannot stall the others; when its queue overflows the hub applies
-its overflow policy (see :class:`Hub`). Where messages travel between
+never blocks on a socket. A message is framed once for all the sockets that
+put the same bytes on the wire (see :class:`Hub`) and written by the
+publishing greenlet to every socket that takes it at once; only a socket that
+would make it wait gets a bounded outgoing queue, drained by a sender greenlet
+(started only while the queue is non-empty, several messages a write), so a
+slow receiver cannot stall the others; when its queue overflows the hub
+applies its overflow policy. Where messages travel between
 processes is the backend's business: :class:`LocalBackend` (the default) keeps
 them in this process, :class:`wsgiws.backends.redis.RedisStreamsBackend` (what
 ``redis://`` URLs give) and :class:`wsgiws.backends.redis.RedisBackend`
@@ -36,13 +39,14 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from . import metrics
+from .deflate import PerMessageDeflate
 from .exceptions import ConnectionClosed
-from .protocol import CloseCode
+from .protocol import CloseCode, FramedMessage, Role
 from .websocket import WebSocket
 
 __all__ = [
@@ -71,6 +75,13 @@ LEFT = "l"
 #: Made by a backend (never published): messages of the room were lost for this process.
 GAP = "g"
 PresenceHook = Callable[[str, str, str, object], None]
+#: What a member's queue holds: a message framed for many, or a payload its socket frames.
+Outgoing = str | bytes | FramedMessage
+#: The wire form of members whose frames nobody shares: a compression context of their own
+#: (each payload depends on the messages before it), or a client's per-frame masking.
+_OWN_FORM: Final = "own"
+#: Most queued messages one sender writes at once (one vectored write when they fit).
+_BATCH: Final = 64
 
 
 @dataclass(frozen=True)
@@ -372,7 +383,9 @@ class HubStats:
     published: int = 0  #: messages sent through this hub
     received: int = 0  #: envelopes from other processes accepted
     duplicates: int = 0  #: envelopes dropped as already seen
-    delivered: int = 0  #: messages written to sockets
+    #: messages the sockets took (written, or the part the socket could not take yet
+    #: held by the connection to go out before anything else)
+    delivered: int = 0
     send_failures: int = 0  #: sockets that failed while the hub wrote to them
     overflows: int = 0  #: queue overflows (socket closed or oldest message dropped)
     #: per-publisher sequence gaps seen (messages another process published that never came)
@@ -385,6 +398,7 @@ class _Member:
 
     __slots__ = (
         "evicted",
+        "form",
         "holding",
         "id",
         "info",
@@ -396,12 +410,15 @@ class _Member:
         "ws",
     )
 
-    def __init__(self, ws: WebSocket, member_id: str) -> None:
+    def __init__(self, ws: WebSocket, member_id: str, form: Hashable) -> None:
         self.ws = ws
         self.id = member_id
+        self.form = form  # its wire form: members of one form get the same frame bytes
         self.rooms: set[str] = set()
-        self.queue: deque[str | bytes] | None = None  # created on first message
-        self.sending = False  # a sender greenlet is draining the queue
+        self.queue: deque[Outgoing] | None = None  # created on first message
+        # A greenlet owns its output: a publisher writing to it, or its sender draining
+        # the queue. Messages that come meanwhile queue behind.
+        self.sending = False
         self.evicted = False
         # While a resume replays a room's history: the live envelopes that arrive meanwhile.
         self.holding: dict[str, list[Envelope]] | None = None
@@ -445,6 +462,12 @@ class Hub:
 
     A socket whose connection fails while the hub writes to it is removed
     quietly; the others are not affected.
+
+    A message is framed once per wire form and its bytes are shared: every
+    uncompressed socket gets the same frame (server frames are unmasked), every
+    socket that compresses each message on its own (``server_no_context_takeover``
+    negotiated) with the same settings the same compressed one; a socket with a
+    compression context of its own gets the payload and compresses it itself.
     """
 
     def __init__(
@@ -477,6 +500,7 @@ class Hub:
         self._rooms: dict[str, dict[_Member, None]] = {}  # ordered sets
         self._watched: set[str] = set()  # rooms the backend delivers to us
         self._by_id: dict[str, _Member] = {}
+        self._encoders: dict[Hashable, PerMessageDeflate] = {}  # shared wire form -> encoder
         self._seen: OrderedDict[str, int] = OrderedDict()  # publisher -> last seq
         self._last: dict[str, Position] = {}  # room -> last position delivered here
         self._pid = -1
@@ -582,7 +606,7 @@ class Hub:
             member = self._members.get(ws)
             if member is None:
                 self._counter += 1
-                member = _Member(ws, f"{node}.{self._counter}")
+                member = _Member(ws, f"{node}.{self._counter}", self._wire_form(ws))
                 self._members[ws] = member
                 self._by_id[member.id] = member
                 new = True
@@ -693,7 +717,7 @@ class Hub:
         if position is None or position.key <= last:
             return last
         if envelope.kind == MESSAGE and envelope.exclude != member.id:
-            self._append(member, self._frame(envelope))
+            self._append(member, self._prepare(member.form, self._frame(envelope)))
         return position.key
 
     def position(self, room: str) -> str | None:
@@ -883,6 +907,29 @@ class Hub:
         wire_format = self.wire_format
         return envelope.payload if wire_format is None else wire_format(envelope)
 
+    def _wire_form(self, ws: WebSocket) -> Hashable:
+        """Which members get the same frame bytes as ``ws`` (the hub lock is held): None
+        for no compression, the compression settings when each message is compressed
+        on its own, :data:`_OWN_FORM` when no other socket's bytes can be its."""
+        extension = ws.extension
+        if ws.role is not Role.SERVER:
+            return _OWN_FORM
+        if extension is None:
+            return None
+        if isinstance(extension, PerMessageDeflate):
+            shared = extension.shared_encoding
+            if shared is not None:
+                if shared not in self._encoders:
+                    self._encoders[shared] = extension.shared_encoder()
+                return shared
+        return _OWN_FORM
+
+    def _prepare(self, form: Hashable, payload: str | bytes) -> Outgoing:
+        """``payload`` as members of wire ``form`` are sent it (the hub lock is held)."""
+        if form is _OWN_FORM:
+            return payload
+        return FramedMessage.frame(payload, None if form is None else self._encoders[form])
+
     def _deliver_local(self, envelope: Envelope) -> None:
         if envelope.kind == CLOSE:
             self._close_order(envelope)
@@ -902,7 +949,8 @@ class Hub:
             return
         exclude = envelope.exclude
         payload: str | bytes | None = None
-        starting: list[_Member] = []
+        prepared: dict[Hashable, Outgoing] = {}  # wire form -> the message in that form
+        direct: list[tuple[_Member, Outgoing]] = []
         overflowed: list[_Member] = []
         room = envelope.room
         with self._lock:
@@ -924,11 +972,46 @@ class Hub:
                         del member.seam[room]
                 if payload is None:
                     payload = self._frame(envelope)
-                if not self._append(member, payload):
+                message = prepared.get(member.form)
+                if message is None:
+                    message = prepared[member.form] = self._prepare(member.form, payload)
+                if member.sending or member.queue:
+                    if not self._append(member, message):
+                        overflowed.append(member)
+                else:
+                    member.sending = True  # ours to write; what comes meanwhile queues behind
+                    direct.append((member, message))
+            for member in overflowed:
+                self.stats.overflows += 1
+                self._remove(member)
+        if direct:
+            self._write_now(direct)
+        for member in overflowed:
+            self._evict(member)
+
+    def _write_now(self, direct: list[tuple[_Member, Outgoing]]) -> None:
+        """Write from this (the publishing) greenlet to every member whose socket takes the
+        message without waiting; the others get it queued first, and a sender."""
+        taken: list[bool] = []
+        for member, message in direct:
+            try:
+                taken.append(member.ws.try_send(message))
+            except Exception:
+                taken.append(False)  # its sender meets the error again and reports it
+        self.stats.delivered += taken.count(True)
+        starting: list[_Member] = []
+        overflowed: list[_Member] = []
+        with self._lock:
+            for (member, message), took in zip(direct, taken, strict=True):
+                if member.evicted:
+                    member.sending = False
+                elif not took and not self._append(member, message, first=True):
+                    member.sending = False
                     overflowed.append(member)
-                elif not member.sending:
-                    member.sending = True
-                    starting.append(member)
+                elif member.queue:
+                    starting.append(member)  # it stays ``sending``: its sender takes over
+                else:
+                    member.sending = False
             for member in overflowed:
                 self.stats.overflows += 1
                 self._remove(member)
@@ -937,18 +1020,23 @@ class Hub:
         for member in overflowed:
             self._evict(member)
 
-    def _append(self, member: _Member, payload: str | bytes) -> bool:
-        """Queue ``payload`` for ``member`` (hub lock held); False if it overflowed
-        under the ``close`` policy."""
+    def _append(self, member: _Member, message: Outgoing, *, first: bool = False) -> bool:
+        """Queue ``message`` for ``member`` (hub lock held), behind what waits (``first``:
+        ahead of it, being older); False if it overflowed under the ``close`` policy."""
         queue = member.queue
         if queue is None:
             queue = member.queue = deque()
         elif len(queue) >= self.max_queue + member.slack:
             if self.overflow != "drop_oldest":
                 return False
-            queue.popleft()
             self.stats.overflows += 1
-        queue.append(payload)
+            if first:
+                return True  # it is the oldest: the one dropped
+            queue.popleft()
+        if first:
+            queue.appendleft(message)
+        else:
+            queue.append(message)
         return True
 
     def _kick(self, member: _Member) -> None:
@@ -994,7 +1082,7 @@ class Hub:
         member.ws.spawn(lambda: self._drain(member))
 
     def _drain(self, member: _Member) -> None:
-        """The sender greenlet: write the member's queue, then end."""
+        """The sender greenlet: write the member's queue, several messages a write, then end."""
         ws = member.ws
         lock = self._lock
         while True:
@@ -1005,11 +1093,11 @@ class Hub:
                     if queue is not None and not queue:
                         member.queue = None  # idle members hold no deque
                     return
-                message = queue.popleft()
+                batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
                 if member.slack:
-                    member.slack -= 1
+                    member.slack = max(0, member.slack - len(batch))
             try:
-                ws.send(message)
+                ws.send_many(batch)
             except (ConnectionClosed, OSError) as exc:
                 self.stats.send_failures += 1
                 logger.debug("hub: socket %s failed while sending: %s", member.id, exc)
@@ -1023,7 +1111,7 @@ class Hub:
                     member.sending = False
                     self._remove(member)
                 return
-            self.stats.delivered += 1
+            self.stats.delivered += len(batch)
 
     def _evict(self, member: _Member) -> None:
         """Close a socket that fell ``max_queue`` messages behind (policy ``close``)."""

@@ -48,6 +48,7 @@ __all__ = [
     "CloseCode",
     "Event",
     "Extension",
+    "FramedMessage",
     "InvalidState",
     "Message",
     "Opcode",
@@ -642,6 +643,23 @@ class Protocol:
             else:
                 out += (frame_header(b0, len(piece), False), piece)
 
+    def send_framed(self, message: FramedMessage) -> None:
+        """Queue a whole message framed once for many connections (:meth:`FramedMessage.frame`).
+
+        The same checks as :meth:`send_message`: nothing after our close, nothing inside a
+        streamed message (RFC 6455 5.4: a data frame may not interleave its fragments).
+        """
+        if self.state is not _OPEN or self._out_fragmenting:
+            self._check_can_send()
+            raise InvalidState("a streamed message is in progress")
+        if self._is_client:
+            # "The masking key MUST be derived from a strong source of entropy" for each
+            # frame (RFC 6455 5.3): a client's frames cannot be shared.
+            raise ValueError("a client masks every frame: it cannot send shared frames")
+        if message.frames[0][0] & 0x40 and self.extension is None:
+            raise ValueError("a compressed frame for a connection without compression")
+        self._out += message.frames
+
     def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
         """Queue one piece of a streamed message; the first piece decides text or binary."""
         self._check_can_send()
@@ -763,3 +781,32 @@ class Protocol:
     @property
     def closed(self) -> bool:
         return self.state is _CLOSED
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class FramedMessage:
+    """A whole data message framed once, to be sent on many server connections.
+
+    Server frames are unmasked (RFC 6455 5.1), so a message's frames are the same bytes
+    on every connection with the same compression settings: a broadcast frames each
+    message once per such setting and every connection queues the shared buffers
+    (:meth:`Protocol.send_framed`). ``data`` is the message as given; ``frames`` its
+    wire form.
+    """
+
+    data: str | bytes
+    frames: tuple[Buffer, ...]
+
+    @classmethod
+    def frame(cls, data: str | bytes, extension: Extension | None = None) -> FramedMessage:
+        """``data`` framed exactly as a server's :meth:`Protocol.send_message` frames it.
+
+        ``extension`` compresses: only one that compresses each message on its own (no
+        context takeover) gives bytes that are right for every connection sharing them.
+        """
+        framer = Protocol(Role.SERVER, max_message_size=None, extension=extension)
+        framer.send_message(data)
+        return cls(data, tuple(framer.data_to_send()))
+
+    def __repr__(self) -> str:
+        return f"FramedMessage({self.data[:40]!r}, {len(self.frames)} buffers)"

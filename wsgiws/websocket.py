@@ -18,7 +18,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 from typing import Protocol as _Interface
 
@@ -37,6 +37,7 @@ from .protocol import (
     OK_CLOSE_CODES,
     CloseCode,
     Extension,
+    FramedMessage,
     Message,
     Pong,
     Protocol,
@@ -489,6 +490,77 @@ class WebSocket:
             raise self._closed_exception()
         if self.observer is not None:
             self.observer.message_sent(self, kind is not bytes, size)
+
+    # ------------------------------------------- sends that must not wait (the hub's)
+
+    def try_send(self, message: str | bytes | FramedMessage) -> bool:
+        """Send ``message`` now if that cannot wait, for a sender that must not block (a
+        broadcast writing to many sockets from one greenlet).
+
+        True: the connection took it -- written, or the part the socket could not take
+        yet held back to go out before anything else (a flush is arranged). False: nothing
+        was sent, because that would wait (the send lock is busy, frames are held back
+        already, the socket is not a non-blocking one), or the connection is not open or
+        just failed: send it with :meth:`send_many`, which waits, and raises
+        ``ConnectionClosed`` for a connection that is over.
+        """
+        raw = self._raw_sock
+        proto = self._proto
+        if raw is None or proto is None or self._writer.holding or proto.state is not _OPEN:
+            return False
+        lock = self._send_lock
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            if self._writer.holding:
+                return False
+            try:
+                self._queue_messages(proto, (message,))
+            except InvalidState:
+                return False
+            parts = proto.data_to_send()
+            try:
+                sent = raw.send(parts[0]) if len(parts) == 1 else raw.sendmsg(parts)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                proto.abort(f"socket error while sending: {exc}")
+                return False  # the waiting send meets the closed engine and ends the connection
+            for part in parts:
+                size = len(part)
+                if sent >= size:
+                    sent -= size
+                    continue
+                if self._writer.hold(memoryview(part)[sent:] if sent else part):
+                    assert self._rt is not None
+                    self._rt.call_soon(self._hold_deadline)
+                sent = 0
+        finally:
+            lock.release()
+        if self.observer is not None:
+            self._observe_sent((message,))
+        return True
+
+    def send_many(self, messages: Sequence[str | bytes | FramedMessage]) -> None:
+        """Send ``messages`` in order, in as few writes as the socket allows (vectored)."""
+        proto = self._ensure_open()
+        self._send(self._queue_messages, (proto, messages))
+        if self.observer is not None:
+            self._observe_sent(messages)
+
+    @staticmethod
+    def _queue_messages(proto: Protocol, messages: Iterable[str | bytes | FramedMessage]) -> None:
+        for message in messages:
+            if isinstance(message, FramedMessage):
+                proto.send_framed(message)
+            else:
+                proto.send_message(message)
+
+    def _observe_sent(self, messages: Iterable[str | bytes | FramedMessage]) -> None:
+        assert self.observer is not None
+        for message in messages:
+            data = message.data if isinstance(message, FramedMessage) else message
+            self.observer.message_sent(self, isinstance(data, str), _payload_size(data))
 
     def ping(self, payload: bytes = b"") -> PongWaiter:
         """Send a ping; the returned waiter's ``wait(timeout)`` is True once its pong came."""
