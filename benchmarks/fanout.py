@@ -17,11 +17,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the repository: its tests' Redis launcher
+
+from tests import redis_server  # noqa: E402
+
 SERVERS_DIR = os.path.join(HERE, "servers")
 NODE_DIR = os.path.join(HERE, "node")
 
@@ -78,49 +83,16 @@ def fanout_config(quick: bool) -> dict:
     return dict(subscribers=[1000, 5000, 10000], gentle=60, rate=20.0, burst=200, warm=5)
 
 
-class RedisServer:
-    """A throw-away redis-server on 127.0.0.1, pinned to the server core."""
-
-    def __init__(self, port: int, core: str) -> None:
-        self.port = port
-        self.dir = tempfile.mkdtemp(prefix="wsgiws-bench-redis-")
-        binary = shutil.which("redis-server")
-        if not binary:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        cmd = ["taskset", "-c", core, binary, "--port", str(port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no", "--dir", self.dir]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import socket
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+@contextmanager
+def redis_on_core(core: str) -> Iterator[redis_server.RedisServer]:
+    """A throw-away redis-server (the tests' launcher, tests/redis_server.py) pinned to
+    the server core; RuntimeError when it is missing or does not start."""
+    if not redis_server.available():
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    with redis_server.redis_server() as server:
+        assert server.process is not None
+        os.sched_setaffinity(server.process.pid, {int(core)})
+        yield server
 
 
 def socket_count(pid: int) -> int:

@@ -16,6 +16,7 @@ and noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -804,35 +805,32 @@ def run_fanout(
     for name in data["fanout_servers"]:
         _desc, workers, build = defs[name]
         for n in fcfg["subscribers"]:
-            redis = None
-            env = {}
-            if name.endswith("redis-4"):
-                try:
-                    redis = fanout.RedisServer(free_port(), args.server_core)
-                except RuntimeError as e:
-                    data["fanout_skipped"][name] = str(e)
-                    log(f"SKIP {name}: {e}")
-                    break
-                env["WSGIWS_REDIS_URL"] = redis.url
-            port = free_port()
-            cores = (args.server_core, args.client_core)
-            srv = Server(f"fanout-{name}", build(port, root), cores, logdir, env)
-            t0 = time.monotonic()
-            try:
+            with contextlib.ExitStack() as stack:
+                redis = None
+                env = {}
+                if name.endswith("redis-4"):
+                    try:
+                        redis = stack.enter_context(fanout.redis_on_core(args.server_core))
+                    except RuntimeError as e:
+                        data["fanout_skipped"][name] = str(e)
+                        log(f"SKIP {name}: {e}")
+                        break
+                    env["WSGIWS_REDIS_URL"] = redis.url
+                port = free_port()
+                cores = (args.server_core, args.client_core)
+                srv = Server(f"fanout-{name}", build(port, root), cores, logdir, env)
+                stack.callback(srv.stop)
+                t0 = time.monotonic()
                 reason = srv.start(port, loadgen)
                 if reason:
                     data["fanout_skipped"][name] = f"could not start ({reason}); see {srv.logpath}"
                     log(f"SKIP {name}: {reason}\n{srv.log_tail()}")
                     break
-                pids = srv.pids + ([redis.proc.pid] if redis else [])
+                pids = srv.pids + ([redis.process.pid] if redis and redis.process else [])
                 worker_pids = [p for p in srv.pids if p != srv.proc.pid] if workers > 1 else []
                 r = fanout.run_subscribe(
                     loadgen, args.client_core, port, n, fcfg, pids, worker_pids, rss_kib
                 )
-            finally:
-                srv.stop()
-                if redis:
-                    redis.stop()
             data["fanout"][f"{name}/{n}"] = r
             if r.get("errors"):
                 log(f"fanout {name:<15} {n:>6} subscribers  FAILED: {r.get('first_error')}")
