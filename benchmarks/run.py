@@ -840,6 +840,7 @@ def run_fanout(
                     f"gentle p50/p99 {r['gentle_p50_ms']:.1f}/{r['gentle_p99_ms']:.1f} ms  "
                     f"burst {r['burst_per_s']:,.0f}/s  mem {fmt(r['mem_kib'] or 0)} KiB  "
                     f"cpu {r['burst_client_cpu']:.2f}/{r['burst_server_cpu']:.2f}  "
+                    f"server cpu/1000 {fmt(r.get('cpu_ms_per_1000') or 0)} ms  "
                     f"spread {r.get('spread')}"
                 )
 
@@ -862,6 +863,12 @@ def main() -> int:
         default=",".join(fanout.DEFAULT_FANOUT),
         help="comma-separated fan-out servers (empty: no fan-out), from: "
         + ", ".join(fanout.fanout_servers(gunicorn_cmd, PY)),
+    )
+    ap.add_argument(
+        "--fanout-baseline",
+        metavar="PATH",
+        help="also serve the fan-out with the wsgiws checkout at PATH, as wsgiws-baseline "
+        "(e.g. the main branch, to compare a change against in the same run)",
     )
     ap.add_argument(
         "--subscribers", help="comma-separated subscriber counts for fan-out (e.g. 1000,5000)"
@@ -903,8 +910,11 @@ def main() -> int:
     unknown = [s for s in names if s not in SERVERS]
     if unknown:
         ap.error(f"unknown server(s) {unknown}; known: {list(SERVERS)}")
-    fan_defs = fanout.fanout_servers(gunicorn_cmd, PY)
+    baseline = os.path.abspath(args.fanout_baseline) if args.fanout_baseline else None
+    fan_defs = fanout.fanout_servers(gunicorn_cmd, PY, baseline)
     fan_names = [s.strip() for s in args.fanout_servers.split(",") if s.strip()]
+    if baseline and "wsgiws-baseline" not in fan_names:
+        fan_names.insert(0, "wsgiws-baseline")
     unknown = [s for s in fan_names if s not in fan_defs]
     if unknown:
         ap.error(f"unknown fan-out server(s) {unknown}; known: {list(fan_defs)}")
@@ -958,6 +968,8 @@ def main() -> int:
     os.makedirs(logdir, exist_ok=True)
     wsgiws_root = os.path.abspath(args.wsgiws)
     masking = build_speedups(wsgiws_root, args.no_speedups)
+    if baseline and "wsgiws-baseline" in fan_names:
+        log(f"wsgiws-baseline masking: {build_speedups(baseline, args.no_speedups)}")
     log(f"wsgiws masking: {masking}")
     versions = {}
     for mod, dist in [
