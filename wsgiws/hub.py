@@ -950,8 +950,9 @@ class Hub:
         exclude = envelope.exclude
         payload: str | bytes | None = None
         prepared: dict[Hashable, Outgoing] = {}  # wire form -> the message in that form
-        direct: list[tuple[_Member, Outgoing]] = []
+        starting: list[_Member] = []
         overflowed: list[_Member] = []
+        delivered = 0
         room = envelope.room
         with self._lock:
             if room is None:
@@ -975,68 +976,42 @@ class Hub:
                 message = prepared.get(member.form)
                 if message is None:
                     message = prepared[member.form] = self._prepare(member.form, payload)
-                if member.sending or member.queue:
-                    if not self._append(member, message):
-                        overflowed.append(member)
-                else:
-                    member.sending = True  # ours to write; what comes meanwhile queues behind
-                    direct.append((member, message))
-            for member in overflowed:
-                self.stats.overflows += 1
-                self._remove(member)
-        if direct:
-            self._write_now(direct)
-        for member in overflowed:
-            self._evict(member)
-
-    def _write_now(self, direct: list[tuple[_Member, Outgoing]]) -> None:
-        """Write from this (the publishing) greenlet to every member whose socket takes the
-        message without waiting; the others get it queued first, and a sender."""
-        taken: list[bool] = []
-        for member, message in direct:
-            try:
-                taken.append(member.ws.try_send(message))
-            except Exception:
-                taken.append(False)  # its sender meets the error again and reports it
-        self.stats.delivered += taken.count(True)
-        starting: list[_Member] = []
-        overflowed: list[_Member] = []
-        with self._lock:
-            for (member, message), took in zip(direct, taken, strict=True):
-                if member.evicted:
-                    member.sending = False
-                elif not took and not self._append(member, message, first=True):
-                    member.sending = False
+                # Written from here when nothing waits for the socket and it takes the bytes
+                # at once (try_send neither blocks nor yields, observers included: no other
+                # delivery runs meanwhile); else queued behind what waits, for its sender.
+                if not member.sending and not member.queue:
+                    try:
+                        if member.ws.try_send(message):
+                            delivered += 1
+                            continue
+                    except Exception:
+                        pass  # its sender meets the error again, and reports it
+                if not self._append(member, message):
                     overflowed.append(member)
-                elif member.queue:
-                    starting.append(member)  # it stays ``sending``: its sender takes over
-                else:
-                    member.sending = False
+                elif not member.sending:
+                    member.sending = True
+                    starting.append(member)
             for member in overflowed:
                 self.stats.overflows += 1
                 self._remove(member)
+        self.stats.delivered += delivered
         for member in starting:
             self._spawn_sender(member)
         for member in overflowed:
             self._evict(member)
 
-    def _append(self, member: _Member, message: Outgoing, *, first: bool = False) -> bool:
-        """Queue ``message`` for ``member`` (hub lock held), behind what waits (``first``:
-        ahead of it, being older); False if it overflowed under the ``close`` policy."""
+    def _append(self, member: _Member, message: Outgoing) -> bool:
+        """Queue ``message`` for ``member`` (hub lock held); False if it overflowed
+        under the ``close`` policy."""
         queue = member.queue
         if queue is None:
             queue = member.queue = deque()
         elif len(queue) >= self.max_queue + member.slack:
             if self.overflow != "drop_oldest":
                 return False
-            self.stats.overflows += 1
-            if first:
-                return True  # it is the oldest: the one dropped
             queue.popleft()
-        if first:
-            queue.appendleft(message)
-        else:
-            queue.append(message)
+            self.stats.overflows += 1
+        queue.append(message)
         return True
 
     def _kick(self, member: _Member) -> None:

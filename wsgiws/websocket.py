@@ -506,21 +506,30 @@ class WebSocket:
         """
         raw = self._raw_sock
         proto = self._proto
-        if raw is None or proto is None or self._writer.holding or proto.state is not _OPEN:
+        if raw is None or proto is None:
             return False
         lock = self._send_lock
         if not lock.acquire(blocking=False):
             return False
         try:
-            if self._writer.holding:
+            writer = self._writer
+            if writer.holding:
                 return False
             try:
-                self._queue_messages(proto, (message,))
+                if isinstance(message, FramedMessage):
+                    proto.send_framed(message)
+                else:
+                    proto.send_message(message)
             except InvalidState:
                 return False
             parts = proto.data_to_send()
             try:
-                sent = raw.send(parts[0]) if len(parts) == 1 else raw.sendmsg(parts)
+                if len(parts) == 1:
+                    sent = raw.send(parts[0])
+                    if sent == len(parts[0]):
+                        parts = []
+                else:
+                    sent = raw.sendmsg(parts)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -531,7 +540,7 @@ class WebSocket:
                 if sent >= size:
                     sent -= size
                     continue
-                if self._writer.hold(memoryview(part)[sent:] if sent else part):
+                if writer.hold(memoryview(part)[sent:] if sent else part):
                     assert self._rt is not None
                     self._rt.call_soon(self._hold_deadline)
                 sent = 0
