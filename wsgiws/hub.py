@@ -285,7 +285,8 @@ class LocalBackend:
         self.history_age = history_age
         self.epoch = os.urandom(4).hex()
         self._deliver: Deliver | None = None
-        self._lock = threading.Lock()
+        # Reentrant: delivery runs under it, and an on_presence hook may publish.
+        self._lock = threading.RLock()
         self._rooms: dict[str, _LocalRoom] = {}
         self._present: dict[str, dict[str, object]] = {}
 
@@ -295,6 +296,8 @@ class LocalBackend:
     def publish(self, envelope: Envelope) -> None:
         room = envelope.room
         now = time.monotonic()
+        # Delivered under the lock: publishers in two threads would otherwise hand the
+        # hub a room's positions out of order (and it drops what looks older as seen).
         with self._lock:
             if room is None:
                 positioned = envelope
@@ -307,9 +310,9 @@ class LocalBackend:
                 if envelope.kind == MESSAGE:
                     history.entries.append((now, positioned))
                     self._trim(history, now)
-        deliver = self._deliver
-        if deliver is not None:
-            deliver(positioned)
+            deliver = self._deliver
+            if deliver is not None:
+                deliver(positioned)
 
     def _trim(self, history: _LocalRoom, now: float) -> None:
         entries = history.entries
@@ -398,6 +401,7 @@ class _Member:
 
     __slots__ = (
         "evicted",
+        "flushing",
         "form",
         "holding",
         "id",
@@ -419,6 +423,7 @@ class _Member:
         # A greenlet owns its output: a publisher writing to it, or its sender draining
         # the queue. Messages that come meanwhile queue behind.
         self.sending = False
+        self.flushing = False  # listed for the hub's next flush
         self.evicted = False
         # While a resume replays a room's history: the live envelopes that arrive meanwhile.
         self.holding: dict[str, list[Envelope]] | None = None
@@ -501,6 +506,11 @@ class Hub:
         self._watched: set[str] = set()  # rooms the backend delivers to us
         self._by_id: dict[str, _Member] = {}
         self._encoders: dict[Hashable, PerMessageDeflate] = {}  # shared wire form -> encoder
+        # Members with messages queued since the last flush and no sender; how many
+        # deliveries those were; whether a flush is scheduled.
+        self._unflushed: list[_Member] = []
+        self._unflushed_messages = 0
+        self._flush_scheduled = False
         self._seen: OrderedDict[str, int] = OrderedDict()  # publisher -> last seq
         self._last: dict[str, Position] = {}  # room -> last position delivered here
         self._pid = -1
@@ -950,15 +960,14 @@ class Hub:
         exclude = envelope.exclude
         payload: str | bytes | None = None
         prepared: dict[Hashable, Outgoing] = {}  # wire form -> the message in that form
-        starting: list[_Member] = []
         overflowed: list[_Member] = []
-        delivered = 0
         room = envelope.room
         with self._lock:
             if room is None:
                 targets: Iterable[_Member] = self._members.values()
             else:
                 targets = self._rooms.get(room, ())
+            unflushed = self._unflushed
             for member in targets:
                 if member.id == exclude:
                     continue
@@ -976,29 +985,65 @@ class Hub:
                 message = prepared.get(member.form)
                 if message is None:
                     message = prepared[member.form] = self._prepare(member.form, payload)
-                # Written from here when nothing waits for the socket and it takes the bytes
-                # at once (try_send neither blocks nor yields, observers included: no other
-                # delivery runs meanwhile); else queued behind what waits, for its sender.
-                if not member.sending and not member.queue:
-                    try:
-                        if member.ws.try_send(message):
-                            delivered += 1
-                            continue
-                    except Exception:
-                        pass  # its sender meets the error again, and reports it
                 if not self._append(member, message):
                     overflowed.append(member)
-                elif not member.sending:
-                    member.sending = True
-                    starting.append(member)
+                elif not member.sending and not member.flushing:
+                    member.flushing = True
+                    unflushed.append(member)
             for member in overflowed:
                 self.stats.overflows += 1
                 self._remove(member)
+            self._unflushed_messages += 1
+            flush_now = self._unflushed_messages >= _BATCH
+            schedule = not flush_now and not self._flush_scheduled and bool(unflushed)
+            if schedule:
+                self._flush_scheduled = True
+        if flush_now:
+            self._flush()
+        elif schedule:
+            unflushed[0].ws.spawn(self._scheduled_flush)
+        for member in overflowed:
+            self._evict(member)
+
+    def _scheduled_flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what was queued since the last flush, each member's messages in one write,
+        to every socket that takes them at once; a sender for each of the others.
+
+        Runs once the publisher yields (a burst of messages goes out in a few writes per
+        socket instead of one each), or in the publisher once ``_BATCH`` deliveries wait.
+        """
+        starting: list[_Member] = []
+        delivered = 0
+        with self._lock:
+            members, self._unflushed = self._unflushed, []
+            self._unflushed_messages = 0
+            for member in members:
+                member.flushing = False
+                queue = member.queue
+                if member.sending or member.evicted or not queue:
+                    continue  # its sender writes it, or there is nothing left to write
+                # try_send neither blocks nor yields (observers included): no delivery
+                # runs meanwhile, so holding the hub lock here delays nobody.
+                try:
+                    taken = member.ws.try_send(queue)
+                except Exception:
+                    taken = False  # its sender meets the error again, and reports it
+                if taken:
+                    delivered += len(queue)
+                    member.queue = None  # idle members hold no deque
+                    if member.slack:
+                        member.slack = max(0, member.slack - len(queue))
+                else:
+                    member.sending = True
+                    starting.append(member)
         self.stats.delivered += delivered
         for member in starting:
             self._spawn_sender(member)
-        for member in overflowed:
-            self._evict(member)
 
     def _append(self, member: _Member, message: Outgoing) -> bool:
         """Queue ``message`` for ``member`` (hub lock held); False if it overflowed

@@ -493,11 +493,11 @@ class WebSocket:
 
     # ------------------------------------------- sends that must not wait (the hub's)
 
-    def try_send(self, message: str | bytes | FramedMessage) -> bool:
-        """Send ``message`` now if that cannot wait, for a sender that must not block (a
-        broadcast writing to many sockets from one greenlet).
+    def try_send(self, messages: Sequence[str | bytes | FramedMessage]) -> bool:
+        """Send ``messages`` now, in one write, if that cannot wait: for a sender that must
+        not block (a broadcast writing to many sockets from one greenlet).
 
-        True: the connection took it -- written, or the part the socket could not take
+        True: the connection took them -- written, or the part the socket could not take
         yet held back to go out before anything else (a flush is arranged). False: nothing
         was sent, because that would wait (the send lock is busy, frames are held back
         already, the socket is not a non-blocking one), or the connection is not open or
@@ -516,10 +516,7 @@ class WebSocket:
             if writer.holding:
                 return False
             try:
-                if isinstance(message, FramedMessage):
-                    proto.send_framed(message)
-                else:
-                    proto.send_message(message)
+                self._queue_messages(proto, messages)
             except InvalidState:
                 return False
             parts = proto.data_to_send()
@@ -547,7 +544,7 @@ class WebSocket:
         finally:
             lock.release()
         if self.observer is not None:
-            self._observe_sent((message,))
+            self._observe_sent(messages)
         return True
 
     def send_many(self, messages: Sequence[str | bytes | FramedMessage]) -> None:
