@@ -232,7 +232,7 @@ def test_idle_members_hold_no_queue_and_no_greenlet(pairs: list[Pair]) -> None:
     for p in members:
         assert p.got() == ["hello"]
     for member in hub._members.values():
-        assert member.queue is None and not member.sending
+        assert member.queue is None and member.pending is None and not member.sending
 
 
 def test_envelopes_round_trip_and_duplicates_are_dropped(pairs: list[Pair]) -> None:

@@ -404,7 +404,7 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
     assert sent == [(True, 6), (False, 2)] * 20  # both in one write per socket
     assert hub.stats.delivered == 40
     for member in hub._members.values():
-        assert member.queue is None and not member.sending
+        assert member.queue is None and member.pending is None and not member.sending
 
 
 def test_a_presence_hook_may_publish_while_the_backend_delivers(pairs: list[Pair]) -> None:

@@ -401,11 +401,11 @@ class _Member:
 
     __slots__ = (
         "evicted",
-        "flushing",
         "form",
         "holding",
         "id",
         "info",
+        "pending",
         "queue",
         "rooms",
         "seam",
@@ -423,7 +423,9 @@ class _Member:
         # A greenlet owns its output: a publisher writing to it, or its sender draining
         # the queue. Messages that come meanwhile queue behind.
         self.sending = False
-        self.flushing = False  # listed for the hub's next flush
+        # Delivered since the hub's last flush, not written yet: one message, or a list of
+        # them in a burst (no container while there is one: a gentle rate allocates nothing).
+        self.pending: Outgoing | list[Outgoing] | None = None
         self.evicted = False
         # While a resume replays a room's history: the live envelopes that arrive meanwhile.
         self.holding: dict[str, list[Envelope]] | None = None
@@ -506,11 +508,12 @@ class Hub:
         self._watched: set[str] = set()  # rooms the backend delivers to us
         self._by_id: dict[str, _Member] = {}
         self._encoders: dict[Hashable, PerMessageDeflate] = {}  # shared wire form -> encoder
-        # Members with messages queued since the last flush and no sender; how many
-        # deliveries those were; whether a flush is scheduled.
+        # Members with messages pending since the last flush; how many messages were
+        # published since; whether a flush is scheduled; after how many one runs at once.
         self._unflushed: list[_Member] = []
         self._unflushed_messages = 0
         self._flush_scheduled = False
+        self._flush_after = min(_BATCH, max_queue)  # a refused batch fits the empty queue
         self._seen: OrderedDict[str, int] = OrderedDict()  # publisher -> last seq
         self._last: dict[str, Position] = {}  # room -> last position delivered here
         self._pid = -1
@@ -788,6 +791,7 @@ class Hub:
         if drop_queue:
             member.evicted = True
             member.queue = None
+            member.pending = None
 
     def _discard_from_room(self, room: str, member: _Member) -> None:
         # The hub lock is held.
@@ -985,16 +989,23 @@ class Hub:
                 message = prepared.get(member.form)
                 if message is None:
                     message = prepared[member.form] = self._prepare(member.form, payload)
-                if not self._append(member, message):
-                    overflowed.append(member)
-                elif not member.sending and not member.flushing:
-                    member.flushing = True
+                pending = member.pending
+                if pending is not None:  # older than anything queued after it
+                    if isinstance(pending, list):
+                        pending.append(message)
+                    else:
+                        member.pending = [pending, message]
+                elif member.sending or member.queue:
+                    if not self._append(member, message):
+                        overflowed.append(member)
+                else:
+                    member.pending = message
                     unflushed.append(member)
             for member in overflowed:
                 self.stats.overflows += 1
                 self._remove(member)
             self._unflushed_messages += 1
-            flush_now = self._unflushed_messages >= _BATCH
+            flush_now = self._unflushed_messages >= self._flush_after
             schedule = not flush_now and not self._flush_scheduled and bool(unflushed)
             if schedule:
                 self._flush_scheduled = True
@@ -1011,39 +1022,47 @@ class Hub:
         self._flush()
 
     def _flush(self) -> None:
-        """Write what was queued since the last flush, each member's messages in one write,
-        to every socket that takes them at once; a sender for each of the others.
+        """Write what is pending since the last flush, each member's messages in one write,
+        to every socket that takes them at once; the others get them queued, and a sender.
 
         Runs once the publisher yields (a burst of messages goes out in a few writes per
-        socket instead of one each), or in the publisher once ``_BATCH`` deliveries wait.
+        socket instead of one each), or in the publisher after ``_flush_after`` messages.
         """
         starting: list[_Member] = []
+        overflowed: list[_Member] = []
         delivered = 0
         with self._lock:
             members, self._unflushed = self._unflushed, []
             self._unflushed_messages = 0
             for member in members:
-                member.flushing = False
-                queue = member.queue
-                if member.sending or member.evicted or not queue:
-                    continue  # its sender writes it, or there is nothing left to write
+                pending, member.pending = member.pending, None
+                if pending is None or member.evicted:
+                    continue
+                batch = pending if isinstance(pending, list) else (pending,)
+                if member.sending or member.queue:  # a resume's sender took over meanwhile
+                    if not all(self._append(member, message) for message in batch):
+                        overflowed.append(member)
+                    continue
                 # try_send neither blocks nor yields (observers included): no delivery
                 # runs meanwhile, so holding the hub lock here delays nobody.
                 try:
-                    taken = member.ws.try_send(queue)
+                    taken = member.ws.try_send(batch)
                 except Exception:
                     taken = False  # its sender meets the error again, and reports it
                 if taken:
-                    delivered += len(queue)
-                    member.queue = None  # idle members hold no deque
-                    if member.slack:
-                        member.slack = max(0, member.slack - len(queue))
+                    delivered += len(batch)
                 else:
+                    member.queue = deque(batch)
                     member.sending = True
                     starting.append(member)
+            for member in overflowed:
+                self.stats.overflows += 1
+                self._remove(member)
         self.stats.delivered += delivered
         for member in starting:
             self._spawn_sender(member)
+        for member in overflowed:
+            self._evict(member)
 
     def _append(self, member: _Member, message: Outgoing) -> bool:
         """Queue ``message`` for ``member`` (hub lock held); False if it overflowed
