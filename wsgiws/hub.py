@@ -10,12 +10,13 @@
 
 A socket may be in many rooms and leaves them all when it closes. Sending
 never blocks on a socket. A message is framed once for all the sockets that
-put the same bytes on the wire (see :class:`Hub`) and written by the
-publishing greenlet to every socket that takes it at once; only a socket that
-would make it wait gets a bounded outgoing queue, drained by a sender greenlet
-(started only while the queue is non-empty, several messages a write), so a
-slow receiver cannot stall the others; when its queue overflows the hub
-applies its overflow policy. Where messages travel between
+put the same bytes on the wire (see :class:`Hub`); what was published is
+written as soon as the publisher yields (or after 64 messages, by the
+publisher), each socket's messages in one write, to every socket that takes
+them at once. Only a socket that would make the hub wait gets a bounded
+outgoing queue, drained by a sender greenlet (started only while the queue is
+non-empty, several messages a write), so a slow receiver cannot stall the
+others; when its queue overflows the hub applies its overflow policy. Where messages travel between
 processes is the backend's business: :class:`LocalBackend` (the default) keeps
 them in this process, :class:`wsgiws.backends.redis.RedisStreamsBackend` (what
 ``redis://`` URLs give) and :class:`wsgiws.backends.redis.RedisBackend`
