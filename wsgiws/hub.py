@@ -16,11 +16,13 @@ publisher), each socket's messages in one write, to every socket that takes
 them at once. Only a socket that would make the hub wait gets a bounded
 outgoing queue, drained by a sender greenlet (started only while the queue is
 non-empty, several messages a write), so a slow receiver cannot stall the
-others; when its queue overflows the hub applies its overflow policy. Where messages travel between
-processes is the backend's business: :class:`LocalBackend` (the default) keeps
-them in this process, :class:`wsgiws.backends.redis.RedisStreamsBackend` (what
-``redis://`` URLs give) and :class:`wsgiws.backends.redis.RedisBackend`
-(pub/sub) spread them over every worker of every server on the same Redis.
+others; when its queue overflows the hub applies its overflow policy.
+
+Where messages travel between processes is the backend's business:
+:class:`LocalBackend` (the default) keeps them in this process,
+:class:`wsgiws.backends.redis.RedisStreamsBackend` (what ``redis://`` URLs give)
+and :class:`wsgiws.backends.redis.RedisBackend` (pub/sub) spread them over every
+worker of every server on the same Redis.
 
 With a backend that keeps history (in-process and Streams) every message of a
 room has a :class:`Position`; ``join(ws, room, after=position)`` replays what a
@@ -421,9 +423,7 @@ class _Member:
         self.form = form  # its wire form: members of one form get the same frame bytes
         self.rooms: set[str] = set()
         self.queue: deque[Outgoing] | None = None  # created on first message
-        # A greenlet owns its output: a publisher writing to it, or its sender draining
-        # the queue. Messages that come meanwhile queue behind.
-        self.sending = False
+        self.sending = False  # a sender greenlet is draining the queue
         # Delivered since the hub's last flush, not written yet: one message, or a list of
         # them in a burst (no container while there is one: a gentle rate allocates nothing).
         self.pending: Outgoing | list[Outgoing] | None = None
