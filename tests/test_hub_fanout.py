@@ -14,6 +14,7 @@ import gevent.event
 import gevent.socket
 import pytest
 
+from tests import test_hub
 from tests.test_hub import Pair, make
 from wsgiws.deflate import PerMessageDeflate
 from wsgiws.exceptions import ConnectionClosed, InvalidState
@@ -21,17 +22,7 @@ from wsgiws.hub import Hub
 from wsgiws.protocol import Close, FramedMessage, Message, Protocol, Role
 from wsgiws.websocket import WebSocket
 
-
-@pytest.fixture
-def pairs() -> Iterator[list[Pair]]:
-    made: list[Pair] = []
-    yield made
-    for pair in made:
-        for ws in (pair.client, pair.server):
-            if ws._sock is not None:
-                ws._sock.close()
-        if pair.reader is not None:
-            pair.reader.kill()
+pairs = test_hub.pairs  # the fixture: socket pairs closed after each test
 
 
 class Raw:
