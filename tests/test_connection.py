@@ -342,6 +342,31 @@ def test_observer_policy_violation_closes_with_its_code() -> None:
     assert recorder.calls[-1] == ("closed", 1008, "not that one", "local")
 
 
+def test_an_observer_without_per_message_calls_reads_the_engines_counts() -> None:
+    recorder = Recorder()
+    recorder.per_message = False  # type: ignore[attr-defined]
+    ws, peer = observed_pair(recorder)
+    peer.send(1, "héllo".encode())
+    peer.send(2, b"ab", fin=False)  # a fragmented message counts once, all its bytes
+    peer.send(0, b"cde")
+    assert ws.receive() == "héllo"
+    assert ws.receive() == b"abcde"
+    ws.send("é")
+    ws.send_stream([b"ab", b"cd"])
+    assert [peer.read_frame() for _ in range(3)] == [
+        (1, True, "é".encode()),
+        (2, False, b"ab"),
+        (0, True, b"cd"),
+    ]
+    traffic = ws.traffic
+    counts = (traffic.messages_in, traffic.bytes_in, traffic.messages_out, traffic.bytes_out)
+    assert counts == (2, 6 + 5, 2, 2 + 4)
+    peer.send(8, close_payload(1000, "done"))
+    with pytest.raises(ConnectionClosedOK):
+        ws.receive()
+    assert recorder.calls == [("opened",), ("closed", 1000, "done", "remote")]
+
+
 def test_observer_sees_an_abnormal_end() -> None:
     recorder = Recorder()
     ws, peer = observed_pair(recorder)

@@ -121,6 +121,7 @@ class WebSocket:
         "_rt",
         "_send_lock",
         "_sock",
+        "_watch",
         "_writer",
         "close_code",
         "close_reason",
@@ -180,6 +181,8 @@ class WebSocket:
         self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
         self._writer: Writer
         self._proto: Protocol | None = None
+        # The observer when it wants a call per message (see ConnectionObserver.per_message).
+        self._watch: ConnectionObserver | None = None
         self._rt: Runtime | None = None
         self._finished = False
         # Messages received, not yet handed out: () while there are none to save memory.
@@ -249,8 +252,20 @@ class WebSocket:
         if self.ping_interval:
             self._keepalive = Keepalive(rt, self, self.ping_interval, self.ping_timeout)
             self._keepalive.start()
-        if self.observer is not None:
-            self.observer.opened(self)
+        observer = self.observer
+        if observer is not None:
+            observer.opened(self)
+            if getattr(observer, "per_message", True):
+                self._watch = observer
+
+    @property
+    def traffic(self) -> Protocol:
+        """What passed so far, counted by the engine: ``messages_in``, ``bytes_in``,
+        ``messages_out``, ``bytes_out`` (data messages, payload bytes before deflate).
+        Open connections only."""
+        if self._proto is None:
+            raise InvalidState("the WebSocket is not accepted yet")
+        return self._proto
 
     def _ensure_open(self) -> Protocol:
         if self._proto is None:
@@ -379,7 +394,7 @@ class WebSocket:
         assert proto is not None
         self._bytes_in += len(data)
         keep = proto.close_sent is None  # after our close, only a bounded few (see below)
-        observer = self.observer
+        observer = self._watch
         for event in proto.receive_data(data):
             if type(event) is Message:
                 if observer is not None:
@@ -436,8 +451,8 @@ class WebSocket:
             proto = self._ensure_open()
         # Replies to pipelined messages the handler has yet to take may go out together.
         self._send(proto.send_message, (message,), None, bool(self._incoming))
-        if self.observer is not None:
-            self.observer.message_sent(self, isinstance(message, str), _payload_size(message))
+        if self._watch is not None:
+            self._watch.message_sent(self, isinstance(message, str), _payload_size(message))
 
     def send_json(self, obj: Any) -> None:
         """Send ``obj`` as JSON in a text message (compact: no spaces after separators)."""
@@ -487,8 +502,8 @@ class WebSocket:
             self._settle()
         if closed:
             raise self._closed_exception()
-        if self.observer is not None:
-            self.observer.message_sent(self, kind is not bytes, size)
+        if self._watch is not None:
+            self._watch.message_sent(self, kind is not bytes, size)
 
     def ping(self, payload: bytes = b"") -> PongWaiter:
         """Send a ping; the returned waiter's ``wait(timeout)`` is True once its pong came."""
