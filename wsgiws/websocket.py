@@ -586,11 +586,13 @@ class WebSocket:
     def _write(self, parts: list[Any], hold: bool = False) -> None:
         """Write ``parts`` (the send lock is held); ``ConnectionClosed`` if the socket failed."""
         writer = self._writer
-        if hold and len(parts) == 1 and writer.can_hold(len(parts[0])):
-            if writer.hold(parts[0]):
-                assert self._rt is not None
-                self._rt.call_soon(self._hold_deadline)
-            return
+        if hold and len(parts) == 1:
+            held = writer.hold(parts[0])
+            if held:
+                if held == 1:
+                    assert self._rt is not None
+                    self._rt.call_soon(self._hold_deadline)
+                return
         try:
             writer.write(parts)
         except OSError as exc:
