@@ -7,15 +7,18 @@ TCP first; a client waits for the server's FIN).
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.wire import RawClient
+from wsgiws import connlog
 from wsgiws.exceptions import ConnectionClosedError, ConnectionClosedOK, PolicyViolation
 from wsgiws.protocol import Role
 from wsgiws.websocket import ConnectionState, WebSocket
@@ -465,3 +468,19 @@ def test_constructing_a_websocket_does_no_io() -> None:
     assert Peer(b).read_frame() == (10, True, b"early")  # answered once reading began
     a.close()
     b.close()
+
+
+def test_log_lines_about_a_connection_carry_its_id(caplog: pytest.LogCaptureFixture) -> None:
+    a, b = socket.socketpair()
+    environ: dict[str, Any] = {"PATH_INFO": "/x"}
+    conn_id = connlog.new_id(environ)
+    ws = WebSocket(role=Role.SERVER, environ=environ, sock=a, ping_interval=None, close_timeout=2)
+    peer = Peer(b)
+    with caplog.at_level(logging.INFO, logger="wsgiws"):
+        peer.send(3)  # a reserved opcode: the connection fails with 1002
+        with pytest.raises(ConnectionClosedError):
+            ws.receive()
+    assert peer.read_close()[0] == 1002
+    (record,) = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert record.getMessage().startswith(f"ws {conn_id} failed (1002): ")
+    assert record.ws_id == conn_id  # type: ignore[attr-defined]

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .websocket import WebSocket
 
-__all__ = ["ENVIRON_CONNECTION_ID", "connection_id", "describe_request", "label", "new_id"]
+__all__ = [
+    "ENVIRON_CONNECTION_ID",
+    "connection_id",
+    "describe_request",
+    "label",
+    "log",
+    "new_id",
+]
 
 logger = logging.getLogger("wsgiws")
 
@@ -51,6 +58,13 @@ def connection_id(ws: WebSocket) -> str:
 def label(ws: WebSocket) -> str:
     """How log lines name a connection: ``ws <id>``."""
     return f"ws {connection_id(ws)}"
+
+
+def log(ws: WebSocket, level: int, text: str, *args: object, exc_info: bool = False) -> None:
+    """Log ``text % args`` about ``ws``: the line starts with its label, ``ws_id`` is set."""
+    if logger.isEnabledFor(level):
+        conn_id = connection_id(ws)
+        logger.log(level, "ws %s " + text, conn_id, *args, exc_info=exc_info, extra=extra(conn_id))
 
 
 def describe_request(environ: Mapping[str, Any], client: str, with_query: bool = False) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 from typing import Protocol as _Interface
 
+from . import connlog
 from ._runtime import Lock, Runtime, has_unread_data, runtime_for
 from .exceptions import (
     ConnectionClosed,
@@ -48,7 +49,6 @@ from .writer import Writer
 
 __all__ = ["ConnectionState", "Opener", "PongWaiter", "WebSocket"]
 
-logger = logging.getLogger("wsgiws")
 
 
 class Opener(_Interface):
@@ -420,7 +420,7 @@ class WebSocket:
         self._settle(reading=True)
 
     def _failed(self, failure: ProtocolFailure, what: str) -> None:
-        logger.info("WebSocket %s %s (%d): %s", self._path(), what, failure.code, failure.reason)
+        connlog.log(self, logging.INFO, "%s (%d): %s", what, failure.code, failure.reason)
         if self._incoming:
             # Messages that came before the fault are delivered first (and may be
             # answered); the connection fails once they are taken.
@@ -666,7 +666,7 @@ class WebSocket:
         return True
 
     def _lost(self, why: str, *, reading: bool = False) -> None:
-        logger.debug("WebSocket %s: %s", self._path(), why)
+        connlog.log(self, logging.DEBUG, "%s", why)
         assert self._proto is not None
         self._proto.receive_eof(why)
         self._settle(reading=reading)
@@ -699,7 +699,7 @@ class WebSocket:
                     proto.close_initiator or "abnormal",
                 )
             except Exception:
-                logger.exception("observer of WebSocket %s raised", self._path())
+                connlog.log(self, logging.ERROR, "observer raised", exc_info=True)
         self._end_tcp(reading)
 
     def add_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
@@ -728,7 +728,7 @@ class WebSocket:
         try:
             callback(self)
         except Exception:
-            logger.exception("close callback %r of WebSocket %s raised", callback, self._path())
+            connlog.log(self, logging.ERROR, "close callback %r raised", callback, exc_info=True)
 
     def _end_tcp(self, reading: bool) -> None:
         """End TCP without losing our close frame to a reset (RFC 6455 7.1.1).
@@ -825,7 +825,7 @@ class WebSocket:
             self._read_lock.release()
 
     def keepalive_failed(self, why: str) -> None:
-        logger.info("WebSocket %s: %s; closing with 1011", self._path(), why)
+        connlog.log(self, logging.INFO, "%s; closing with 1011", why)
         if self._sock is not None:
             # A peer that stopped reading must not hold the close frame's write forever.
             self._sock.settimeout(1.0)
