@@ -50,7 +50,6 @@ from .writer import Writer
 __all__ = ["ConnectionState", "Opener", "PongWaiter", "WebSocket"]
 
 
-
 class Opener(_Interface):
     """Opens a server-side connection when it is accepted (the middleware's).
 
