@@ -274,8 +274,9 @@ class Protocol:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_frames = 0
-        self._msg_parts: list[bytes] = []
-        self._text_parts: list[str] = []
+        # Pieces of a fragmented message; () until the first (no lists for an idle connection).
+        self._msg_parts: list[bytes] | tuple[()] = ()
+        self._text_parts: list[str] | tuple[()] = ()
         self._decoder: codecs.IncrementalDecoder | None = None
         # Outgoing: the one output, and pings not answered yet.
         self._out: list[Buffer] = []
@@ -555,13 +556,19 @@ class Protocol:
             if not last and not _partial_utf8_ok(decoder.getstate()[0]):
                 raise FrameError(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
             if text:
-                self._text_parts.append(text)
+                if self._text_parts:
+                    self._text_parts.append(text)
+                else:
+                    self._text_parts = [text]
             if last:
                 events.append(Message("".join(self._text_parts)))
                 self._reset_message()
         else:
             if chunk:
-                self._msg_parts.append(chunk)
+                if self._msg_parts:
+                    self._msg_parts.append(chunk)
+                else:
+                    self._msg_parts = [chunk]
             if last:
                 events.append(Message(b"".join(self._msg_parts)))
                 self._reset_message()
@@ -571,8 +578,8 @@ class Protocol:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_frames = 0
-        self._msg_parts = []
-        self._text_parts = []
+        self._msg_parts = ()
+        self._text_parts = ()
         self._decoder = None
         self._frame_left = 0
 

@@ -377,10 +377,13 @@ class WebSocket:
                 try:
                     return raw.recv(size)
                 except BlockingIOError:
-                    self._handed_out = 0  # we wait: other connections get their turn
-                    self._incoming = ()  # and may stay idle: drop the empty deque
-                    timeout = None if deadline is None else deadline - time.monotonic()
-                    self._rt.wait_readable(self._sock, timeout)
+                    pass
+                # Waiting outside the except clause: inside it, the exception and its
+                # traceback would stay alive for as long as the connection is idle.
+                self._handed_out = 0  # we wait: other connections get their turn
+                self._incoming = ()  # and may stay idle: drop the empty deque
+                timeout = None if deadline is None else deadline - time.monotonic()
+                self._rt.wait_readable(self._sock, timeout)
         except TimeoutError:
             raise ReceiveTimeout from None
         except OSError as exc:

@@ -28,7 +28,7 @@ def is_socket(obj: object) -> bool:
     return isinstance(obj, gsocket.socket)
 
 
-@dataclass
+@dataclass(slots=True)  # one per connection, kept for its life: no __dict__
 class Hijack:
     """A server's socket, and how to collect the bytes it already read past the request."""
 
