@@ -20,6 +20,7 @@ from .handshake import Accept, Reject, is_upgrade_request, validate_request
 from .limits import RateLimit, admit, client_address, close_quietly
 from .monitor import SessionObserver, refused
 from .protocol import CloseCode, Extension
+from .servers import ENVIRON_START_RESPONSE as ENVIRON_START_RESPONSE  # (re-exported)
 from .servers import Hijack, find_socket
 from .websocket import WebSocket
 
@@ -33,7 +34,6 @@ Handler = Callable[..., Any]
 H = TypeVar("H", bound=Handler)
 
 #: environ keys this package sets on upgrade requests.
-ENVIRON_START_RESPONSE = "wsgiws.start_response"
 ENVIRON_OPTIONS = "wsgiws.options"
 ENVIRON_ACCEPTED = "wsgiws.accepted"
 ENVIRON_HIJACK = "wsgiws.hijack"
