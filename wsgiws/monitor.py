@@ -40,12 +40,13 @@ class SessionObserver:
         "debug",
         "drop",
         "dropped",
-        "dropped_bytes",
         "extension",
         "id",
         "idle",
         "idle_timeout",
         "message_bucket",
+        "not_delivered",
+        "not_delivered_bytes",
         "per_message",
         "started",
         "traffic",
@@ -73,7 +74,9 @@ class SessionObserver:
         self.idle: IdleTimer | None = None
         #: Anything to do per message beyond counting? (one test on the hot path)
         self.checks = bool(self.message_bucket or self.byte_bucket or self.idle_timeout)
-        self.dropped = self.dropped_bytes = 0
+        self.dropped = 0
+        # Messages a limit kept from the application (dropped, or the one that closed it).
+        self.not_delivered = self.not_delivered_bytes = 0
         self.warned = 0.0
         self.started = 0.0
         self.debug = False
@@ -82,14 +85,14 @@ class SessionObserver:
         self.traffic: Traffic | None = None
 
     # The counters metrics.snapshot() adds up (metrics.Traffic): the engine's, less what
-    # the rate limits dropped (not handed to the application).
+    # the limits kept from the application.
     @property
     def messages_in(self) -> int:
-        return 0 if self.traffic is None else self.traffic.messages_in - self.dropped
+        return 0 if self.traffic is None else self.traffic.messages_in - self.not_delivered
 
     @property
     def bytes_in(self) -> int:
-        return 0 if self.traffic is None else self.traffic.bytes_in - self.dropped_bytes
+        return 0 if self.traffic is None else self.traffic.bytes_in - self.not_delivered_bytes
 
     @property
     def messages_out(self) -> int:
@@ -139,13 +142,14 @@ class SessionObserver:
 
     def _over_limit(self, ws: WebSocket, limit: str, size: int, now: float) -> bool:
         metrics.limit(limit)
+        self.not_delivered += 1
+        self.not_delivered_bytes += size
         if not self.drop:
             logger.info(
                 "ws %s closing with 1008: %s exceeded", self.id, limit, extra=connlog.extra(self.id)
             )
             raise PolicyViolation(f"{limit.replace('_', ' ')} exceeded")
         self.dropped += 1
-        self.dropped_bytes += size
         if now - self.warned >= DROP_WARNING_INTERVAL:
             self.warned = now
             logger.warning(
