@@ -223,6 +223,8 @@ class Protocol:
         "_out_fragmenting",
         "_pending_pongs",
         "_text_parts",
+        "bytes_in",
+        "bytes_out",
         "close_code",
         "close_initiator",
         "close_reason",
@@ -234,6 +236,8 @@ class Protocol:
         "fragment_size",
         "max_fragments",
         "max_message_size",
+        "messages_in",
+        "messages_out",
         "role",
         "state",
     )
@@ -271,8 +275,9 @@ class Protocol:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_frames = 0
-        self._msg_parts: list[bytes] = []
-        self._text_parts: list[str] = []
+        # Pieces of a fragmented message; () until the first (no lists for an idle connection).
+        self._msg_parts: list[bytes] | tuple[()] = ()
+        self._text_parts: list[str] | tuple[()] = ()
         self._decoder: codecs.IncrementalDecoder | None = None
         # Outgoing: the one output, and pings not answered yet.
         self._out: list[Buffer] = []
@@ -287,6 +292,10 @@ class Protocol:
         self.close_code: int | None = None
         self.close_reason = ""
         self.close_initiator: Initiator | None = None
+        # What passed, counted here (a few additions per message) so that observers need
+        # no call per message just to count: data messages and their payload bytes
+        # (received: after inflation; sent: before compression).
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
 
     # ------------------------------------------------------------------ receive
 
@@ -343,106 +352,118 @@ class Protocol:
         end = len(buf)
         expect_mask = self._expect_mask
         limit = self.max_message_size
-        while pos < end:
-            left = self._frame_left
-            if left:
-                # Inside a data frame's payload: take what is here, validate it now.
-                take = min(left, end - pos)
-                chunk = buf[pos : pos + take]
-                pos += take
-                key = self._frame_key
-                if key is not None:
-                    offset = self._frame_offset & 3
-                    chunk = apply_mask(chunk, key[offset:] + key[:offset] if offset else key)
-                else:
-                    chunk = bytes(chunk)
-                self._frame_offset += take
-                self._frame_left = left = left - take
-                self._message_chunk(chunk, not left and self._frame_fin, events)
-                continue
-            if end - pos < 2:
-                self._need = 2
-                return pos
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            if b1 & 0x80 != expect_mask:
-                raise FrameError(
-                    CloseCode.PROTOCOL_ERROR,
-                    "client frames must be masked"
-                    if expect_mask
-                    else "server frames must not be masked",
-                )
-            length = b1 & 0x7F
-            header = 2
-            if length == 126:
-                header = 4
-                if end - pos < 4:
-                    self._need = 4
-                    return pos
-                (length,) = _UNPACK_H(buf, pos + 2)
-            elif length == 127:
-                header = 10
-                if end - pos < 10:
-                    self._need = 10
-                    return pos
-                (length,) = _UNPACK_Q(buf, pos + 2)
-                if length >> 63:
-                    raise FrameError(CloseCode.PROTOCOL_ERROR, "frame length has the top bit set")
-            # 0x81 / 0x82: a final text / binary frame without RSV bits, the usual frame.
-            whole = b0 == 0x81 or b0 == 0x82
-            if whole and not self._msg_opcode:
-                if limit is not None and length > limit:
-                    raise FrameError(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
-            else:
-                self._check_header(b0, length)
-            if expect_mask:
-                header += 4
-            start = pos + header
-            if start > end:
-                self._need = header
-                return pos
-            stop = start + length
-            if whole and stop <= end:
-                # The common case: a whole message in one frame, all here.
-                if expect_mask:
-                    payload = apply_mask(buf[start:stop], buf[start - 4 : start])
-                else:
-                    payload = bytes(buf[start:stop])
-                pos = stop
-                if b0 == 0x81:
-                    try:
-                        events.append(Message(payload.decode("utf-8")))
-                    except UnicodeDecodeError:
-                        raise FrameError(
-                            CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
-                        ) from None
-                else:
-                    events.append(Message(payload))
-                continue
-            opcode = b0 & 0x0F
-            fin = b0 & 0x80
-            if opcode >= 8:
-                # Control frames are small: wait for the whole frame.
-                if stop > end:
-                    self._need = header + length
-                    return pos
-                pos = stop
-                if expect_mask:
-                    payload = apply_mask(buf[start:pos], buf[start - 4 : start])
-                else:
-                    payload = bytes(buf[start:pos])
-                self._control_frame(opcode, payload, events)
-                if self.close_received is not None:
+        count = size = 0  # whole one-frame messages: counted here, stored once
+        try:
+            while pos < end:
+                left = self._frame_left
+                if left:
+                    # Inside a data frame's payload: take what is here, validate it now.
+                    take = min(left, end - pos)
+                    chunk = buf[pos : pos + take]
+                    pos += take
+                    key = self._frame_key
+                    if key is not None:
+                        offset = self._frame_offset & 3
+                        chunk = apply_mask(chunk, key[offset:] + key[:offset] if offset else key)
+                    else:
+                        chunk = bytes(chunk)
+                    self._frame_offset += take
+                    self._frame_left = left = left - take
+                    self._message_chunk(chunk, not left and self._frame_fin, events)
+                    continue
+                if end - pos < 2:
                     self._need = 2
-                    return end  # whatever follows the peer's close is ignored
-                continue
-            pos = start
-            self._start_frame(b0, opcode, fin, length)
-            self._frame_key = bytes(buf[start - 4 : start]) if expect_mask else None
-            if not length:
-                self._message_chunk(b"", bool(fin), events)
-        self._need = 1 if self._frame_left else 2
-        return pos
+                    return pos
+                b0 = buf[pos]
+                b1 = buf[pos + 1]
+                if b1 & 0x80 != expect_mask:
+                    raise FrameError(
+                        CloseCode.PROTOCOL_ERROR,
+                        "client frames must be masked"
+                        if expect_mask
+                        else "server frames must not be masked",
+                    )
+                length = b1 & 0x7F
+                header = 2
+                if length == 126:
+                    header = 4
+                    if end - pos < 4:
+                        self._need = 4
+                        return pos
+                    (length,) = _UNPACK_H(buf, pos + 2)
+                elif length == 127:
+                    header = 10
+                    if end - pos < 10:
+                        self._need = 10
+                        return pos
+                    (length,) = _UNPACK_Q(buf, pos + 2)
+                    if length >> 63:
+                        raise FrameError(
+                            CloseCode.PROTOCOL_ERROR, "frame length has the top bit set"
+                        )
+                # 0x81 / 0x82: a final text / binary frame without RSV bits, the usual frame.
+                whole = b0 == 0x81 or b0 == 0x82
+                if whole and not self._msg_opcode:
+                    if limit is not None and length > limit:
+                        raise FrameError(
+                            CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes"
+                        )
+                else:
+                    self._check_header(b0, length)
+                if expect_mask:
+                    header += 4
+                start = pos + header
+                if start > end:
+                    self._need = header
+                    return pos
+                stop = start + length
+                if whole and stop <= end:
+                    # The common case: a whole message in one frame, all here.
+                    if expect_mask:
+                        payload = apply_mask(buf[start:stop], buf[start - 4 : start])
+                    else:
+                        payload = bytes(buf[start:stop])
+                    pos = stop
+                    count += 1
+                    size += length
+                    if b0 == 0x81:
+                        try:
+                            events.append(Message(payload.decode("utf-8")))
+                        except UnicodeDecodeError:
+                            raise FrameError(
+                                CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
+                            ) from None
+                    else:
+                        events.append(Message(payload))
+                    continue
+                opcode = b0 & 0x0F
+                fin = b0 & 0x80
+                if opcode >= 8:
+                    # Control frames are small: wait for the whole frame.
+                    if stop > end:
+                        self._need = header + length
+                        return pos
+                    pos = stop
+                    if expect_mask:
+                        payload = apply_mask(buf[start:pos], buf[start - 4 : start])
+                    else:
+                        payload = bytes(buf[start:pos])
+                    self._control_frame(opcode, payload, events)
+                    if self.close_received is not None:
+                        self._need = 2
+                        return end  # whatever follows the peer's close is ignored
+                    continue
+                pos = start
+                self._start_frame(b0, opcode, fin, length)
+                self._frame_key = bytes(buf[start - 4 : start]) if expect_mask else None
+                if not length:
+                    self._message_chunk(b"", bool(fin), events)
+            self._need = 1 if self._frame_left else 2
+            return pos
+        finally:
+            if count:
+                self.messages_in += count
+                self.bytes_in += size
 
     def _start_frame(self, b0: int, opcode: int, fin: int, length: int) -> None:
         if opcode:  # the first frame of a message
@@ -522,6 +543,9 @@ class Protocol:
                 logger.exception("WebSocket extension %r failed", self.extension)
                 raise FrameError(CloseCode.INTERNAL_ERROR, "internal error in extension") from None
         self._msg_size += len(chunk)
+        if last:
+            self.messages_in += 1
+            self.bytes_in += self._msg_size
         decoder = self._decoder
         if decoder is not None:
             try:
@@ -533,13 +557,19 @@ class Protocol:
             if not last and not _partial_utf8_ok(decoder.getstate()[0]):
                 raise FrameError(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
             if text:
-                self._text_parts.append(text)
+                if self._text_parts:
+                    self._text_parts.append(text)
+                else:
+                    self._text_parts = [text]
             if last:
                 events.append(Message("".join(self._text_parts)))
                 self._reset_message()
         else:
             if chunk:
-                self._msg_parts.append(chunk)
+                if self._msg_parts:
+                    self._msg_parts.append(chunk)
+                else:
+                    self._msg_parts = [chunk]
             if last:
                 events.append(Message(b"".join(self._msg_parts)))
                 self._reset_message()
@@ -549,8 +579,8 @@ class Protocol:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_frames = 0
-        self._msg_parts = []
-        self._text_parts = []
+        self._msg_parts = ()
+        self._text_parts = ()
         self._decoder = None
         self._frame_left = 0
 
@@ -611,6 +641,8 @@ class Protocol:
             opcode = 0x2
             payload = data if type(data) is bytes else bytes(data)
         n = len(payload)
+        self.messages_out += 1
+        self.bytes_out += n
         rsv = 0
         ext = self.extension
         if ext is not None and ext.should_compress(n):
@@ -664,6 +696,9 @@ class Protocol:
         """Queue one piece of a streamed message; the first piece decides text or binary."""
         self._check_can_send()
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        self.bytes_out += len(payload)
+        if fin:
+            self.messages_out += 1
         rsv = 0
         ext = self.extension
         if self._out_fragmenting:

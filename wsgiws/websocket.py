@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 from typing import Protocol as _Interface
 
+from . import connlog
 from ._runtime import Lock, Runtime, has_unread_data, runtime_for
 from .exceptions import (
     ConnectionClosed,
@@ -48,8 +49,6 @@ from .protocol import (
 from .writer import Writer
 
 __all__ = ["ConnectionState", "Opener", "PongWaiter", "WebSocket"]
-
-logger = logging.getLogger("wsgiws")
 
 
 class Opener(_Interface):
@@ -122,6 +121,7 @@ class WebSocket:
         "_rt",
         "_send_lock",
         "_sock",
+        "_watch",
         "_writer",
         "close_code",
         "close_reason",
@@ -181,6 +181,8 @@ class WebSocket:
         self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
         self._writer: Writer
         self._proto: Protocol | None = None
+        # The observer when it wants a call per message (see ConnectionObserver.per_message).
+        self._watch: ConnectionObserver | None = None
         self._rt: Runtime | None = None
         self._finished = False
         # Messages received, not yet handed out: () while there are none to save memory.
@@ -250,8 +252,20 @@ class WebSocket:
         if self.ping_interval:
             self._keepalive = Keepalive(rt, self, self.ping_interval, self.ping_timeout)
             self._keepalive.start()
-        if self.observer is not None:
-            self.observer.opened(self)
+        observer = self.observer
+        if observer is not None:
+            observer.opened(self)
+            if getattr(observer, "per_message", True):
+                self._watch = observer
+
+    @property
+    def traffic(self) -> Protocol:
+        """What passed so far, counted by the engine: ``messages_in``, ``bytes_in``,
+        ``messages_out``, ``bytes_out`` (data messages, payload bytes before deflate).
+        Open connections only."""
+        if self._proto is None:
+            raise InvalidState("the WebSocket is not accepted yet")
+        return self._proto
 
     def _ensure_open(self) -> Protocol:
         if self._proto is None:
@@ -364,10 +378,13 @@ class WebSocket:
                 try:
                     return raw.recv(size)
                 except BlockingIOError:
-                    self._handed_out = 0  # we wait: other connections get their turn
-                    self._incoming = ()  # and may stay idle: drop the empty deque
-                    timeout = None if deadline is None else deadline - time.monotonic()
-                    self._rt.wait_readable(self._sock, timeout)
+                    pass
+                # Waiting outside the except clause: inside it, the exception and its
+                # traceback would stay alive for as long as the connection is idle.
+                self._handed_out = 0  # we wait: other connections get their turn
+                self._incoming = ()  # and may stay idle: drop the empty deque
+                timeout = None if deadline is None else deadline - time.monotonic()
+                self._rt.wait_readable(self._sock, timeout)
         except TimeoutError:
             raise ReceiveTimeout from None
         except OSError as exc:
@@ -380,7 +397,7 @@ class WebSocket:
         assert proto is not None
         self._bytes_in += len(data)
         keep = proto.close_sent is None  # after our close, only a bounded few (see below)
-        observer = self.observer
+        observer = self._watch
         for event in proto.receive_data(data):
             if type(event) is Message:
                 if observer is not None:
@@ -406,7 +423,7 @@ class WebSocket:
         self._settle(reading=True)
 
     def _failed(self, failure: ProtocolFailure, what: str) -> None:
-        logger.info("WebSocket %s %s (%d): %s", self._path(), what, failure.code, failure.reason)
+        connlog.log(self, logging.INFO, "%s (%d): %s", what, failure.code, failure.reason)
         if self._incoming:
             # Messages that came before the fault are delivered first (and may be
             # answered); the connection fails once they are taken.
@@ -437,8 +454,8 @@ class WebSocket:
             proto = self._ensure_open()
         # Replies to pipelined messages the handler has yet to take may go out together.
         self._send(proto.send_message, (message,), None, bool(self._incoming))
-        if self.observer is not None:
-            self.observer.message_sent(self, isinstance(message, str), _payload_size(message))
+        if self._watch is not None:
+            self._watch.message_sent(self, isinstance(message, str), _payload_size(message))
 
     def send_json(self, obj: Any) -> None:
         """Send ``obj`` as JSON in a text message (compact: no spaces after separators)."""
@@ -488,8 +505,8 @@ class WebSocket:
             self._settle()
         if closed:
             raise self._closed_exception()
-        if self.observer is not None:
-            self.observer.message_sent(self, kind is not bytes, size)
+        if self._watch is not None:
+            self._watch.message_sent(self, kind is not bytes, size)
 
     # ------------------------------------------- sends that must not wait (the hub's)
 
@@ -649,11 +666,13 @@ class WebSocket:
     def _write(self, parts: list[Any], hold: bool = False) -> None:
         """Write ``parts`` (the send lock is held); ``ConnectionClosed`` if the socket failed."""
         writer = self._writer
-        if hold and len(parts) == 1 and writer.can_hold(len(parts[0])):
-            if writer.hold(parts[0]):
-                assert self._rt is not None
-                self._rt.call_soon(self._hold_deadline)
-            return
+        if hold and len(parts) == 1:
+            held = writer.hold(parts[0])
+            if held:
+                if held == 1:
+                    assert self._rt is not None
+                    self._rt.call_soon(self._hold_deadline)
+                return
         try:
             writer.write(parts)
         except OSError as exc:
@@ -727,7 +746,7 @@ class WebSocket:
         return True
 
     def _lost(self, why: str, *, reading: bool = False) -> None:
-        logger.debug("WebSocket %s: %s", self._path(), why)
+        connlog.log(self, logging.DEBUG, "%s", why)
         assert self._proto is not None
         self._proto.receive_eof(why)
         self._settle(reading=reading)
@@ -760,7 +779,7 @@ class WebSocket:
                     proto.close_initiator or "abnormal",
                 )
             except Exception:
-                logger.exception("observer of WebSocket %s raised", self._path())
+                connlog.log(self, logging.ERROR, "observer raised", exc_info=True)
         self._end_tcp(reading)
 
     def add_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
@@ -789,7 +808,7 @@ class WebSocket:
         try:
             callback(self)
         except Exception:
-            logger.exception("close callback %r of WebSocket %s raised", callback, self._path())
+            connlog.log(self, logging.ERROR, "close callback %r raised", callback, exc_info=True)
 
     def _end_tcp(self, reading: bool) -> None:
         """End TCP without losing our close frame to a reset (RFC 6455 7.1.1).
@@ -886,7 +905,7 @@ class WebSocket:
             self._read_lock.release()
 
     def keepalive_failed(self, why: str) -> None:
-        logger.info("WebSocket %s: %s; closing with 1011", self._path(), why)
+        connlog.log(self, logging.INFO, "%s; closing with 1011", why)
         if self._sock is not None:
             # A peer that stopped reading must not hold the close frame's write forever.
             self._sock.settimeout(1.0)
