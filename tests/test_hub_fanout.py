@@ -381,11 +381,10 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
         def closed(self, ws: WebSocket, code: int, reason: str, initiator: str) -> None: ...
 
     hub = Hub()
-    members = make(pairs, 20)
+    members = make(pairs, 20, observer=Observer())  # an observer is set before opening
     spawned: list[object] = []
     hub._spawn_sender = spawned.append  # type: ignore[method-assign,assignment]
     for p in members:
-        p.server.observer = Observer()  # type: ignore[assignment]
         hub.join(p.server, "room")
     hub.send("room", "héllo")
     hub.send("room", b"\x00\x01")
@@ -393,6 +392,8 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
         assert p.got() == ["héllo", b"\x00\x01"]
     assert spawned == []
     assert sent == [(True, 6), (False, 2)] * 20  # both in one write per socket
+    for p in members:  # the engine's counters (logs, metrics) count shared frames too
+        assert (p.server.traffic.messages_out, p.server.traffic.bytes_out) == (2, 8)
     assert hub.stats.delivered == 40
     for member in hub._members.values():
         assert member.queue is None and member.pending is None and not member.sending

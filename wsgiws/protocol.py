@@ -691,6 +691,8 @@ class Protocol:
         if message.frames[0][0] & 0x40 and self.extension is None:
             raise ValueError("a compressed frame for a connection without compression")
         self._out += message.frames
+        self.messages_out += 1
+        self.bytes_out += message.size
 
     def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
         """Queue one piece of a streamed message; the first piece decides text or binary."""
@@ -826,11 +828,12 @@ class FramedMessage:
     on every connection with the same compression settings: a broadcast frames each
     message once per such setting and every connection queues the shared buffers
     (:meth:`Protocol.send_framed`). ``data`` is the message as given; ``frames`` its
-    wire form.
+    wire form; ``size`` its payload bytes before compression (what the counters add).
     """
 
     data: str | bytes
     frames: tuple[Buffer, ...]
+    size: int
 
     @classmethod
     def frame(cls, data: str | bytes, extension: Extension | None = None) -> FramedMessage:
@@ -841,7 +844,7 @@ class FramedMessage:
         """
         framer = Protocol(Role.SERVER, max_message_size=None, extension=extension)
         framer.send_message(data)
-        return cls(data, tuple(framer.data_to_send()))
+        return cls(data, tuple(framer.data_to_send()), framer.bytes_out)
 
     def __repr__(self) -> str:
         return f"FramedMessage({self.data[:40]!r}, {len(self.frames)} buffers)"

@@ -554,22 +554,22 @@ class WebSocket:
                 if sent >= size:
                     sent -= size
                     continue
-                if writer.hold(memoryview(part)[sent:] if sent else part):
+                if writer.keep(memoryview(part)[sent:] if sent else part):
                     assert self._rt is not None
                     self._rt.call_soon(self._hold_deadline)
                 sent = 0
         finally:
             lock.release()
-        if self.observer is not None:
-            self._observe_sent(messages)
+        if self._watch is not None:
+            self._observe_sent(self._watch, messages)
         return True
 
     def send_many(self, messages: Sequence[str | bytes | FramedMessage]) -> None:
         """Send ``messages`` in order, in as few writes as the socket allows (vectored)."""
         proto = self._ensure_open()
         self._send(self._queue_messages, (proto, messages))
-        if self.observer is not None:
-            self._observe_sent(messages)
+        if self._watch is not None:
+            self._observe_sent(self._watch, messages)
 
     @staticmethod
     def _queue_messages(proto: Protocol, messages: Iterable[str | bytes | FramedMessage]) -> None:
@@ -579,11 +579,14 @@ class WebSocket:
             else:
                 proto.send_message(message)
 
-    def _observe_sent(self, messages: Iterable[str | bytes | FramedMessage]) -> None:
-        assert self.observer is not None
+    def _observe_sent(
+        self, observer: ConnectionObserver, messages: Iterable[str | bytes | FramedMessage]
+    ) -> None:
         for message in messages:
-            data = message.data if isinstance(message, FramedMessage) else message
-            self.observer.message_sent(self, isinstance(data, str), _payload_size(data))
+            if isinstance(message, FramedMessage):
+                observer.message_sent(self, isinstance(message.data, str), message.size)
+            else:
+                observer.message_sent(self, isinstance(message, str), _payload_size(message))
 
     def ping(self, payload: bytes = b"") -> PongWaiter:
         """Send a ping; the returned waiter's ``wait(timeout)`` is True once its pong came."""

@@ -53,6 +53,17 @@ class Writer:
         self._held.append(part)
         return 2
 
+    def keep(self, part: Buffer) -> bool:
+        """Keep ``part``, the rest of a write the socket took only in part, to go out
+        before anything else; whatever its size (it must not be lost or reordered).
+        True if it is the first held: the caller arranges for a flush soon."""
+        self._held_size += len(part)
+        if self._held is None:
+            self._held = [part]
+            return True
+        self._held.append(part)
+        return False
+
     def flush(self) -> None:
         if self._held is not None:
             self.write([])
