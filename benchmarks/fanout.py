@@ -17,29 +17,50 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the repository: its tests' Redis launcher
+
+from tests import redis_server  # noqa: E402
+
 SERVERS_DIR = os.path.join(HERE, "servers")
 NODE_DIR = os.path.join(HERE, "node")
 
 
 def fanout_servers(
-    gunicorn_cmd: Callable[..., list[str]], py: str
+    gunicorn_cmd: Callable[..., list[str]], py: str, baseline: str | None = None
 ) -> dict[str, tuple[str, int, Callable[[int, str], list[str]]]]:
-    """name -> (description, workers, command builder(port, wsgiws_root))."""
+    """name -> (description, workers, command builder(port, wsgiws_root)).
 
-    def wsgiws(workers: int) -> Callable[[int, str], list[str]]:
+    ``baseline``: another wsgiws checkout, served as ``wsgiws-baseline`` (the in-process
+    hub of, say, the main branch, to compare a change against in the same run)."""
+
+    def wsgiws(workers: int, checkout: str | None = None) -> Callable[[int, str], list[str]]:
         def cmd(port: int, root: str) -> list[str]:
             return gunicorn_cmd(
-                "gevent", SERVERS_DIR, "fanout_wsgiws:app", port, workers=workers, path=root
+                "gevent",
+                SERVERS_DIR,
+                "fanout_wsgiws:app",
+                port,
+                workers=workers,
+                path=checkout or root,
             )
 
         return cmd
 
+    baseline_server = {
+        "wsgiws-baseline": (
+            f"the wsgiws checkout {baseline}, otherwise as wsgiws",
+            1,
+            wsgiws(1, baseline),
+        )
+    }
     return {
+        **(baseline_server if baseline else {}),
         "wsgiws": (
             "wsgiws Hub, in-process, gunicorn -k gevent, 1 worker (servers/fanout_wsgiws.py)",
             1,
@@ -78,49 +99,16 @@ def fanout_config(quick: bool) -> dict:
     return dict(subscribers=[1000, 5000, 10000], gentle=60, rate=20.0, burst=200, warm=5)
 
 
-class RedisServer:
-    """A throw-away redis-server on 127.0.0.1, pinned to the server core."""
-
-    def __init__(self, port: int, core: str) -> None:
-        self.port = port
-        self.dir = tempfile.mkdtemp(prefix="wsgiws-bench-redis-")
-        binary = shutil.which("redis-server")
-        if not binary:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        cmd = ["taskset", "-c", core, binary, "--port", str(port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no", "--dir", self.dir]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import socket
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+@contextmanager
+def redis_on_core(core: str) -> Iterator[redis_server.RedisServer]:
+    """A throw-away redis-server (the tests' launcher, tests/redis_server.py) pinned to
+    the server core; RuntimeError when it is missing or does not start."""
+    if not redis_server.available():
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    with redis_server.redis_server() as server:
+        assert server.process is not None
+        os.sched_setaffinity(server.process.pid, {int(core)})
+        yield server
 
 
 def socket_count(pid: int) -> int:
@@ -180,6 +168,13 @@ def run_subscribe(
     except (IndexError, json.JSONDecodeError):
         return {"errors": 1, "first_error": "no result from the load generator"}
     res["mem_kib"] = (after - before) / joined if joined else None
+    deliveries = res.get("joined", 0) * cfg["gentle"]
+    # Server CPU time, not wall time: it stays put when other work shares the machine.
+    res["cpu_ms_per_1000"] = (
+        res["gentle_server_cpu"] * res["gentle_seconds"] * 1e6 / deliveries
+        if deliveries and "gentle_server_cpu" in res
+        else None
+    )
     res["rss_before_kib"], res["rss_after_kib"] = before, after
     res["spread"] = spread
     return res
@@ -216,14 +211,16 @@ def report(data: dict, cfg: dict) -> list[str]:
         f"connected and in the room. Every delivery is checked: each socket must get every "
         f"message once, in order (gaps and duplicates are counted). CPU is a fraction of "
         f"one core during the burst (client / server; the server figure sums all its "
-        f"processes, Redis included). One run per cell.\n"
+        f"processes, Redis included). **Server CPU / 1,000** is the server's CPU time, in ms, "
+        f"per 1,000 deliveries of the gentle phase (CPU time, not wall time: it holds when "
+        f"other work shares the machine). One run per cell.\n"
     )
     L.append(
         "| subscribers | server | added latency p50 / p99 (ms) | deliveries/s | "
-        "vs node ws | memory / subscriber (KiB) | CPU client / server | per worker | "
-        "gaps / dups |"
+        "vs node ws | memory / subscriber (KiB) | CPU client / server | "
+        "server CPU / 1,000 (ms) | per worker | gaps / dups |"
     )
-    L.append("|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for n in cfg["subscribers"]:
         node = res.get(f"node-ws/{n}", {})
         node_rate = node.get("burst_per_s") if node.get("errors") == 0 else None
@@ -234,7 +231,7 @@ def report(data: dict, cfg: dict) -> list[str]:
             if r.get("errors", 1):
                 mark = " ❌" if name == "wsgiws" and n == 10000 else ""
                 L.append(
-                    f"| {n:,} | `{name}` | failed{mark}: {r.get('first_error', '?')} | | | | | | "
+                    f"| {n:,} | `{name}` | failed{mark}: {r.get('first_error', '?')} | | | | | | | "
                     f"{r.get('gaps', '—')} / {r.get('duplicates', '—')} |"
                 )
                 continue
@@ -249,10 +246,13 @@ def report(data: dict, cfg: dict) -> list[str]:
             spread = "/".join(map(str, r.get("spread", []))) if len(r.get("spread", [])) > 1 else ""
             if name == "wsgiws" and n == 10000:
                 lat += " ✅ (all held and served)"
+            per_1000 = r.get("cpu_ms_per_1000")
+            cpu_per_1000 = f"{per_1000:.1f}" if per_1000 is not None else "—"
             L.append(
                 f"| {n:,} | `{name}` | {lat} | "
                 f"{r['burst_per_s']:,.0f} | {vs} | {mem} | "
-                f"{r['burst_client_cpu']:.2f} / {r['burst_server_cpu']:.2f} | {spread} | "
+                f"{r['burst_client_cpu']:.2f} / {r['burst_server_cpu']:.2f} | {cpu_per_1000} | "
+                f"{spread} | "
                 f"{r['gaps']} / {r['duplicates']} |"
             )
     L.append("")
@@ -268,6 +268,7 @@ def report(data: dict, cfg: dict) -> list[str]:
 
 
 COLORS = {"wsgiws": "#1f77b4", "wsgiws-redis-4": "#9ecae1", "node-ws": "#ff7f0e"}
+COLORS["wsgiws-baseline"] = "#aec7e8"
 COLORS["websockets"] = "#2ca02c"
 
 

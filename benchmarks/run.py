@@ -16,6 +16,7 @@ and noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -804,35 +805,32 @@ def run_fanout(
     for name in data["fanout_servers"]:
         _desc, workers, build = defs[name]
         for n in fcfg["subscribers"]:
-            redis = None
-            env = {}
-            if name.endswith("redis-4"):
-                try:
-                    redis = fanout.RedisServer(free_port(), args.server_core)
-                except RuntimeError as e:
-                    data["fanout_skipped"][name] = str(e)
-                    log(f"SKIP {name}: {e}")
-                    break
-                env["WSGIWS_REDIS_URL"] = redis.url
-            port = free_port()
-            cores = (args.server_core, args.client_core)
-            srv = Server(f"fanout-{name}", build(port, root), cores, logdir, env)
-            t0 = time.monotonic()
-            try:
+            with contextlib.ExitStack() as stack:
+                redis = None
+                env = {}
+                if name.endswith("redis-4"):
+                    try:
+                        redis = stack.enter_context(fanout.redis_on_core(args.server_core))
+                    except RuntimeError as e:
+                        data["fanout_skipped"][name] = str(e)
+                        log(f"SKIP {name}: {e}")
+                        break
+                    env["WSGIWS_REDIS_URL"] = redis.url
+                port = free_port()
+                cores = (args.server_core, args.client_core)
+                srv = Server(f"fanout-{name}", build(port, root), cores, logdir, env)
+                stack.callback(srv.stop)
+                t0 = time.monotonic()
                 reason = srv.start(port, loadgen)
                 if reason:
                     data["fanout_skipped"][name] = f"could not start ({reason}); see {srv.logpath}"
                     log(f"SKIP {name}: {reason}\n{srv.log_tail()}")
                     break
-                pids = srv.pids + ([redis.proc.pid] if redis else [])
+                pids = srv.pids + ([redis.process.pid] if redis and redis.process else [])
                 worker_pids = [p for p in srv.pids if p != srv.proc.pid] if workers > 1 else []
                 r = fanout.run_subscribe(
                     loadgen, args.client_core, port, n, fcfg, pids, worker_pids, rss_kib
                 )
-            finally:
-                srv.stop()
-                if redis:
-                    redis.stop()
             data["fanout"][f"{name}/{n}"] = r
             if r.get("errors"):
                 log(f"fanout {name:<15} {n:>6} subscribers  FAILED: {r.get('first_error')}")
@@ -842,6 +840,7 @@ def run_fanout(
                     f"gentle p50/p99 {r['gentle_p50_ms']:.1f}/{r['gentle_p99_ms']:.1f} ms  "
                     f"burst {r['burst_per_s']:,.0f}/s  mem {fmt(r['mem_kib'] or 0)} KiB  "
                     f"cpu {r['burst_client_cpu']:.2f}/{r['burst_server_cpu']:.2f}  "
+                    f"server cpu/1000 {fmt(r.get('cpu_ms_per_1000') or 0)} ms  "
                     f"spread {r.get('spread')}"
                 )
 
@@ -864,6 +863,12 @@ def main() -> int:
         default=",".join(fanout.DEFAULT_FANOUT),
         help="comma-separated fan-out servers (empty: no fan-out), from: "
         + ", ".join(fanout.fanout_servers(gunicorn_cmd, PY)),
+    )
+    ap.add_argument(
+        "--fanout-baseline",
+        metavar="PATH",
+        help="also serve the fan-out with the wsgiws checkout at PATH, as wsgiws-baseline "
+        "(e.g. the main branch, to compare a change against in the same run)",
     )
     ap.add_argument(
         "--subscribers", help="comma-separated subscriber counts for fan-out (e.g. 1000,5000)"
@@ -905,8 +910,11 @@ def main() -> int:
     unknown = [s for s in names if s not in SERVERS]
     if unknown:
         ap.error(f"unknown server(s) {unknown}; known: {list(SERVERS)}")
-    fan_defs = fanout.fanout_servers(gunicorn_cmd, PY)
+    baseline = os.path.abspath(args.fanout_baseline) if args.fanout_baseline else None
+    fan_defs = fanout.fanout_servers(gunicorn_cmd, PY, baseline)
     fan_names = [s.strip() for s in args.fanout_servers.split(",") if s.strip()]
+    if baseline and "wsgiws-baseline" not in fan_names:
+        fan_names.insert(0, "wsgiws-baseline")
     unknown = [s for s in fan_names if s not in fan_defs]
     if unknown:
         ap.error(f"unknown fan-out server(s) {unknown}; known: {list(fan_defs)}")
@@ -960,6 +968,8 @@ def main() -> int:
     os.makedirs(logdir, exist_ok=True)
     wsgiws_root = os.path.abspath(args.wsgiws)
     masking = build_speedups(wsgiws_root, args.no_speedups)
+    if baseline and "wsgiws-baseline" in fan_names:
+        log(f"wsgiws-baseline masking: {build_speedups(baseline, args.no_speedups)}")
     log(f"wsgiws masking: {masking}")
     versions = {}
     for mod, dist in [

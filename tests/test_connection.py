@@ -7,15 +7,18 @@ TCP first; a client waits for the server's FIN).
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.wire import RawClient
+from wsgiws import connlog
 from wsgiws.exceptions import ConnectionClosedError, ConnectionClosedOK, PolicyViolation
 from wsgiws.protocol import Role
 from wsgiws.websocket import ConnectionState, WebSocket
@@ -342,6 +345,31 @@ def test_observer_policy_violation_closes_with_its_code() -> None:
     assert recorder.calls[-1] == ("closed", 1008, "not that one", "local")
 
 
+def test_an_observer_without_per_message_calls_reads_the_engines_counts() -> None:
+    recorder = Recorder()
+    recorder.per_message = False  # type: ignore[attr-defined]
+    ws, peer = observed_pair(recorder)
+    peer.send(1, "héllo".encode())
+    peer.send(2, b"ab", fin=False)  # a fragmented message counts once, all its bytes
+    peer.send(0, b"cde")
+    assert ws.receive() == "héllo"
+    assert ws.receive() == b"abcde"
+    ws.send("é")
+    ws.send_stream([b"ab", b"cd"])
+    assert [peer.read_frame() for _ in range(3)] == [
+        (1, True, "é".encode()),
+        (2, False, b"ab"),
+        (0, True, b"cd"),
+    ]
+    traffic = ws.traffic
+    counts = (traffic.messages_in, traffic.bytes_in, traffic.messages_out, traffic.bytes_out)
+    assert counts == (2, 6 + 5, 2, 2 + 4)
+    peer.send(8, close_payload(1000, "done"))
+    with pytest.raises(ConnectionClosedOK):
+        ws.receive()
+    assert recorder.calls == [("opened",), ("closed", 1000, "done", "remote")]
+
+
 def test_observer_sees_an_abnormal_end() -> None:
     recorder = Recorder()
     ws, peer = observed_pair(recorder)
@@ -440,3 +468,19 @@ def test_constructing_a_websocket_does_no_io() -> None:
     assert Peer(b).read_frame() == (10, True, b"early")  # answered once reading began
     a.close()
     b.close()
+
+
+def test_log_lines_about_a_connection_carry_its_id(caplog: pytest.LogCaptureFixture) -> None:
+    a, b = socket.socketpair()
+    environ: dict[str, Any] = {"PATH_INFO": "/x"}
+    conn_id = connlog.new_id(environ)
+    ws = WebSocket(role=Role.SERVER, environ=environ, sock=a, ping_interval=None, close_timeout=2)
+    peer = Peer(b)
+    with caplog.at_level(logging.INFO, logger="wsgiws"):
+        peer.send(3)  # a reserved opcode: the connection fails with 1002
+        with pytest.raises(ConnectionClosedError):
+            ws.receive()
+    assert peer.read_close()[0] == 1002
+    (record,) = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert record.getMessage().startswith(f"ws {conn_id} failed (1002): ")
+    assert record.ws_id == conn_id  # type: ignore[attr-defined]

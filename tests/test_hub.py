@@ -19,6 +19,7 @@ from wsgiws.hub import (
     LocalBackend,
     Position,
 )
+from wsgiws.observer import ConnectionObserver
 from wsgiws.protocol import Role
 from wsgiws.websocket import WebSocket
 
@@ -26,13 +27,23 @@ from wsgiws.websocket import WebSocket
 class Pair:
     """A server WebSocket (what a handler gets) wired to a client WebSocket."""
 
-    def __init__(self, *, small_buffers: bool = False, close_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        small_buffers: bool = False,
+        close_timeout: float = 2.0,
+        observer: ConnectionObserver | None = None,
+    ) -> None:
         a, b = gevent.socket.socketpair()
         if small_buffers:
             a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.server = WebSocket(
-            role=Role.SERVER, sock=a, ping_interval=None, close_timeout=close_timeout
+            role=Role.SERVER,
+            sock=a,
+            ping_interval=None,
+            close_timeout=close_timeout,
+            observer=observer,
         )
         self.client = WebSocket(role=Role.CLIENT, sock=b, ping_interval=None, close_timeout=1.0)
         self.reader: gevent.Greenlet | None = None
@@ -232,7 +243,7 @@ def test_idle_members_hold_no_queue_and_no_greenlet(pairs: list[Pair]) -> None:
     for p in members:
         assert p.got() == ["hello"]
     for member in hub._members.values():
-        assert member.queue is None and not member.sending
+        assert member.queue is None and member.pending is None and not member.sending
 
 
 def test_envelopes_round_trip_and_duplicates_are_dropped(pairs: list[Pair]) -> None:

@@ -305,3 +305,24 @@ def test_bottle_app_served_without_the_middleware_says_so(kind: str) -> None:
         client.close()
         log = wait_for_log(srv, "without WebSocketMiddleware")
         assert "WebSocket route /echo cannot take the connection" in log
+
+
+def test_gunicorn_is_told_an_upgraded_request_is_its_connections_last() -> None:
+    # Else, once the app returns, gunicorn parses a next request from the closed socket.
+    from wsgiws.servers import ENVIRON_START_RESPONSE, gunicorn
+
+    class Response:
+        must_close = False
+
+        def start_response(self, status: str, headers: list[tuple[str, str]]) -> None:
+            pass
+
+        def force_close(self) -> None:
+            self.must_close = True
+
+    response = Response()
+    a, b = socket.socketpair()
+    with a, b:
+        environ = {"gunicorn.socket": a, ENVIRON_START_RESPONSE: response.start_response}
+        assert gunicorn.find(environ) is not None
+    assert response.must_close

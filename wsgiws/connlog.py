@@ -21,14 +21,21 @@ only with ``log_query_string=True``.
 from __future__ import annotations
 
 import logging
-import os
+import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .websocket import WebSocket
 
-__all__ = ["ENVIRON_CONNECTION_ID", "connection_id", "describe_request", "label", "new_id"]
+__all__ = [
+    "ENVIRON_CONNECTION_ID",
+    "connection_id",
+    "describe_request",
+    "label",
+    "log",
+    "new_id",
+]
 
 logger = logging.getLogger("wsgiws")
 
@@ -37,8 +44,9 @@ ENVIRON_CONNECTION_ID = "wsgiws.connection_id"
 
 
 def new_id(environ: dict[str, Any]) -> str:
-    """Give this upgrade request its id (random: ids from several workers do not collide)."""
-    conn_id: str = os.urandom(4).hex()
+    """Give this upgrade request its id (random: ids from several workers do not collide;
+    ``random`` reseeds in every forked worker, and costs no system call, unlike urandom)."""
+    conn_id = f"{random.getrandbits(32):08x}"
     environ[ENVIRON_CONNECTION_ID] = conn_id
     return conn_id
 
@@ -51,6 +59,13 @@ def connection_id(ws: WebSocket) -> str:
 def label(ws: WebSocket) -> str:
     """How log lines name a connection: ``ws <id>``."""
     return f"ws {connection_id(ws)}"
+
+
+def log(ws: WebSocket, level: int, text: str, *args: object, exc_info: bool = False) -> None:
+    """Log ``text % args`` about ``ws``: the line starts with its label, ``ws_id`` is set."""
+    if logger.isEnabledFor(level):
+        conn_id = connection_id(ws)
+        logger.log(level, "ws %s " + text, conn_id, *args, exc_info=exc_info, extra=extra(conn_id))
 
 
 def describe_request(environ: Mapping[str, Any], client: str, with_query: bool = False) -> str:

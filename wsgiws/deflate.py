@@ -335,6 +335,28 @@ class PerMessageDeflate:
             return b"".join((head, memoryview(tail)[:-4]))
         return tail[:-4]
 
+    @property
+    def shared_encoding(self) -> tuple[int, int, int, int] | None:
+        """What alone decides the bytes :meth:`encode` makes, when every message is compressed
+        on its own (``local_no_context_takeover``): connections with equal values can share
+        one compressed payload (a broadcast compresses once for them). None with context
+        takeover, where each payload depends on the messages before it on this connection.
+        """
+        if not self.local_no_context_takeover:
+            return None
+        return self.local_max_window_bits, self.level, self.mem_level, self.compress_threshold
+
+    def shared_encoder(self) -> PerMessageDeflate:
+        """A new instance that compresses as this one does and holds no state of its own
+        connection: the one encoder of everyone with this :attr:`shared_encoding`."""
+        return PerMessageDeflate(
+            local_max_window_bits=self.local_max_window_bits,
+            local_no_context_takeover=True,
+            level=self.level,
+            mem_level=self.mem_level,
+            compress_threshold=self.compress_threshold,
+        )
+
     def encode_fragment(self, data: bytes, fin: bool) -> bytes:
         """Compress one frame of a streamed outgoing message.
 

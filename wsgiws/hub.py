@@ -9,14 +9,20 @@
 ...         hub.send("lobby", message, exclude=ws)   # everyone in the room but the sender
 
 A socket may be in many rooms and leaves them all when it closes. Sending
-never blocks on a socket: each member has a bounded outgoing queue drained by
-a sender greenlet (started only while the queue is non-empty), so a slow
-receiver cannot stall the others; when its queue overflows the hub applies
-its overflow policy (see :class:`Hub`). Where messages travel between
-processes is the backend's business: :class:`LocalBackend` (the default) keeps
-them in this process, :class:`wsgiws.backends.redis.RedisStreamsBackend` (what
-``redis://`` URLs give) and :class:`wsgiws.backends.redis.RedisBackend`
-(pub/sub) spread them over every worker of every server on the same Redis.
+never blocks on a socket. A message is framed once for all the sockets that
+put the same bytes on the wire (see :class:`Hub`); what was published is
+written as soon as the publisher yields (or after 64 messages, by the
+publisher), each socket's messages in one write, to every socket that takes
+them at once. Only a socket that would make the hub wait gets a bounded
+outgoing queue, drained by a sender greenlet (started only while the queue is
+non-empty, several messages a write), so a slow receiver cannot stall the
+others; when its queue overflows the hub applies its overflow policy.
+
+Where messages travel between processes is the backend's business:
+:class:`LocalBackend` (the default) keeps them in this process,
+:class:`wsgiws.backends.redis.RedisStreamsBackend` (what ``redis://`` URLs give)
+and :class:`wsgiws.backends.redis.RedisBackend` (pub/sub) spread them over every
+worker of every server on the same Redis.
 
 With a backend that keeps history (in-process and Streams) every message of a
 room has a :class:`Position`; ``join(ws, room, after=position)`` replays what a
@@ -36,13 +42,14 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from . import metrics
+from .deflate import PerMessageDeflate
 from .exceptions import ConnectionClosed
-from .protocol import CloseCode
+from .protocol import CloseCode, FramedMessage, Role
 from .websocket import WebSocket
 
 __all__ = [
@@ -71,6 +78,13 @@ LEFT = "l"
 #: Made by a backend (never published): messages of the room were lost for this process.
 GAP = "g"
 PresenceHook = Callable[[str, str, str, object], None]
+#: What a member's queue holds: a message framed for many, or a payload its socket frames.
+Outgoing = str | bytes | FramedMessage
+#: The wire form of members whose frames nobody shares: a compression context of their own
+#: (each payload depends on the messages before it), or a client's per-frame masking.
+_OWN_FORM: Final = "own"
+#: Most queued messages one sender writes at once (one vectored write when they fit).
+_BATCH: Final = 64
 
 
 @dataclass(frozen=True)
@@ -278,7 +292,8 @@ class LocalBackend:
         self.history_age = history_age
         self.epoch = os.urandom(4).hex()
         self._deliver: Deliver | None = None
-        self._lock = threading.Lock()
+        # Reentrant: delivery runs under it, and an on_presence hook may publish.
+        self._lock = threading.RLock()
         self._rooms: dict[str, _LocalRoom] = {}
         self._present: dict[str, dict[str, object]] = {}
 
@@ -288,6 +303,8 @@ class LocalBackend:
     def publish(self, envelope: Envelope) -> None:
         room = envelope.room
         now = time.monotonic()
+        # Delivered under the lock: publishers in two threads would otherwise hand the
+        # hub a room's positions out of order (and it drops what looks older as seen).
         with self._lock:
             if room is None:
                 positioned = envelope
@@ -300,9 +317,9 @@ class LocalBackend:
                 if envelope.kind == MESSAGE:
                     history.entries.append((now, positioned))
                     self._trim(history, now)
-        deliver = self._deliver
-        if deliver is not None:
-            deliver(positioned)
+            deliver = self._deliver
+            if deliver is not None:
+                deliver(positioned)
 
     def _trim(self, history: _LocalRoom, now: float) -> None:
         entries = history.entries
@@ -376,7 +393,9 @@ class HubStats:
     published: int = 0  #: messages sent through this hub
     received: int = 0  #: envelopes from other processes accepted
     duplicates: int = 0  #: envelopes dropped as already seen
-    delivered: int = 0  #: messages written to sockets
+    #: messages the sockets took (written, or the part the socket could not take yet
+    #: held by the connection to go out before anything else)
+    delivered: int = 0
     send_failures: int = 0  #: sockets that failed while the hub wrote to them
     overflows: int = 0  #: queue overflows (socket closed or oldest message dropped)
     #: per-publisher sequence gaps seen (messages another process published that never came)
@@ -389,9 +408,11 @@ class _Member:
 
     __slots__ = (
         "evicted",
+        "form",
         "holding",
         "id",
         "info",
+        "pending",
         "queue",
         "rooms",
         "seam",
@@ -400,12 +421,16 @@ class _Member:
         "ws",
     )
 
-    def __init__(self, ws: WebSocket, member_id: str) -> None:
+    def __init__(self, ws: WebSocket, member_id: str, form: Hashable) -> None:
         self.ws = ws
         self.id = member_id
+        self.form = form  # its wire form: members of one form get the same frame bytes
         self.rooms: set[str] = set()
-        self.queue: deque[str | bytes] | None = None  # created on first message
+        self.queue: deque[Outgoing] | None = None  # created on first message
         self.sending = False  # a sender greenlet is draining the queue
+        # Delivered since the hub's last flush, not written yet: one message, or a list of
+        # them in a burst (no container while there is one: a gentle rate allocates nothing).
+        self.pending: Outgoing | list[Outgoing] | None = None
         self.evicted = False
         # While a resume replays a room's history: the live envelopes that arrive meanwhile.
         self.holding: dict[str, list[Envelope]] | None = None
@@ -449,6 +474,12 @@ class Hub:
 
     A socket whose connection fails while the hub writes to it is removed
     quietly; the others are not affected.
+
+    A message is framed once per wire form and its bytes are shared: every
+    uncompressed socket gets the same frame (server frames are unmasked), every
+    socket that compresses each message on its own (``server_no_context_takeover``
+    negotiated) with the same settings the same compressed one; a socket with a
+    compression context of its own gets the payload and compresses it itself.
     """
 
     def __init__(
@@ -482,6 +513,13 @@ class Hub:
         self._rooms: dict[str, dict[_Member, None]] = {}  # ordered sets
         self._watched: set[str] = set()  # rooms the backend delivers to us
         self._by_id: dict[str, _Member] = {}
+        self._encoders: dict[Hashable, PerMessageDeflate] = {}  # shared wire form -> encoder
+        # Members with messages pending since the last flush; how many messages were
+        # published since; whether a flush is scheduled; after how many one runs at once.
+        self._unflushed: list[_Member] = []
+        self._unflushed_messages = 0
+        self._flush_scheduled = False
+        self._flush_after = min(_BATCH, max_queue)  # a refused batch fits the empty queue
         self._seen: OrderedDict[str, int] = OrderedDict()  # publisher -> last seq
         self._last: dict[str, Position] = {}  # room -> last position delivered here
         self._pid = -1
@@ -589,7 +627,7 @@ class Hub:
             member = self._members.get(ws)
             if member is None:
                 self._counter += 1
-                member = _Member(ws, f"{node}.{self._counter}")
+                member = _Member(ws, f"{node}.{self._counter}", self._wire_form(ws))
                 self._members[ws] = member
                 self._by_id[member.id] = member
                 new = True
@@ -700,7 +738,7 @@ class Hub:
         if position is None or position.key <= last:
             return last
         if envelope.kind == MESSAGE and envelope.exclude != member.id:
-            self._append(member, self._frame(envelope))
+            self._append(member, self._prepare(member.form, self._frame(envelope)))
         return position.key
 
     def position(self, room: str) -> str | None:
@@ -761,6 +799,7 @@ class Hub:
         if drop_queue:
             member.evicted = True
             member.queue = None
+            member.pending = None
 
     def _discard_from_room(self, room: str, member: _Member) -> None:
         # The hub lock is held.
@@ -893,6 +932,29 @@ class Hub:
         wire_format = self.wire_format
         return envelope.payload if wire_format is None else wire_format(envelope)
 
+    def _wire_form(self, ws: WebSocket) -> Hashable:
+        """Which members get the same frame bytes as ``ws`` (the hub lock is held): None
+        for no compression, the compression settings when each message is compressed
+        on its own, :data:`_OWN_FORM` when no other socket's bytes can be its."""
+        extension = ws.extension
+        if ws.role is not Role.SERVER:
+            return _OWN_FORM
+        if extension is None:
+            return None
+        if isinstance(extension, PerMessageDeflate):
+            shared = extension.shared_encoding
+            if shared is not None:
+                if shared not in self._encoders:
+                    self._encoders[shared] = extension.shared_encoder()
+                return shared
+        return _OWN_FORM
+
+    def _prepare(self, form: Hashable, payload: str | bytes) -> Outgoing:
+        """``payload`` as members of wire ``form`` are sent it (the hub lock is held)."""
+        if form is _OWN_FORM:
+            return payload
+        return FramedMessage.frame(payload, None if form is None else self._encoders[form])
+
     def _deliver_local(self, envelope: Envelope) -> None:
         if envelope.kind == CLOSE:
             self._close_order(envelope)
@@ -912,7 +974,7 @@ class Hub:
             return
         exclude = envelope.exclude
         payload: str | bytes | None = None
-        starting: list[_Member] = []
+        prepared: dict[Hashable, Outgoing] = {}  # wire form -> the message in that form
         overflowed: list[_Member] = []
         room = envelope.room
         with self._lock:
@@ -920,6 +982,7 @@ class Hub:
                 targets: Iterable[_Member] = self._members.values()
             else:
                 targets = self._rooms.get(room, ())
+            unflushed = self._unflushed
             for member in targets:
                 if member.id == exclude:
                     continue
@@ -934,21 +997,86 @@ class Hub:
                         del member.seam[room]
                 if payload is None:
                     payload = self._frame(envelope)
-                if not self._append(member, payload):
-                    overflowed.append(member)
-                elif not member.sending:
+                message = prepared.get(member.form)
+                if message is None:
+                    message = prepared[member.form] = self._prepare(member.form, payload)
+                pending = member.pending
+                if pending is not None:  # older than anything queued after it
+                    if isinstance(pending, list):
+                        pending.append(message)
+                    else:
+                        member.pending = [pending, message]
+                elif member.sending or member.queue:
+                    if not self._append(member, message):
+                        overflowed.append(member)
+                else:
+                    member.pending = message
+                    unflushed.append(member)
+            for member in overflowed:
+                self.stats.overflows += 1
+                self._remove(member)
+            self._unflushed_messages += 1
+            flush_now = self._unflushed_messages >= self._flush_after
+            schedule = not flush_now and not self._flush_scheduled and bool(unflushed)
+            if schedule:
+                self._flush_scheduled = True
+        if flush_now:
+            self._flush()
+        elif schedule:
+            unflushed[0].ws.spawn(self._scheduled_flush)
+        for member in overflowed:
+            self._evict(member)
+
+    def _scheduled_flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what is pending since the last flush, each member's messages in one write,
+        to every socket that takes them at once; the others get them queued, and a sender.
+
+        Runs once the publisher yields (a burst of messages goes out in a few writes per
+        socket instead of one each), or in the publisher after ``_flush_after`` messages.
+        """
+        starting: list[_Member] = []
+        overflowed: list[_Member] = []
+        delivered = 0
+        with self._lock:
+            members, self._unflushed = self._unflushed, []
+            self._unflushed_messages = 0
+            for member in members:
+                pending, member.pending = member.pending, None
+                if pending is None or member.evicted:
+                    continue
+                batch = pending if isinstance(pending, list) else (pending,)
+                if member.sending or member.queue:  # a resume's sender took over meanwhile
+                    if not all(self._append(member, message) for message in batch):
+                        overflowed.append(member)
+                    continue
+                # try_send neither blocks nor yields (observers included): no delivery
+                # runs meanwhile, so holding the hub lock here delays nobody.
+                try:
+                    taken = member.ws.try_send(batch)
+                except Exception:
+                    taken = False  # its sender meets the error again, and reports it
+                if taken:
+                    delivered += len(batch)
+                else:
+                    member.queue = deque(batch)
                     member.sending = True
                     starting.append(member)
             for member in overflowed:
                 self.stats.overflows += 1
                 self._remove(member)
+        self.stats.delivered += delivered
         for member in starting:
             self._spawn_sender(member)
         for member in overflowed:
             self._evict(member)
 
-    def _append(self, member: _Member, payload: str | bytes) -> bool:
-        """Queue ``payload`` for ``member`` (hub lock held); False if it overflowed
+    def _append(self, member: _Member, message: Outgoing) -> bool:
+        """Queue ``message`` for ``member`` (hub lock held); False if it overflowed
         under the ``close`` policy."""
         queue = member.queue
         if queue is None:
@@ -958,7 +1086,7 @@ class Hub:
                 return False
             queue.popleft()
             self.stats.overflows += 1
-        queue.append(payload)
+        queue.append(message)
         return True
 
     def _kick(self, member: _Member) -> None:
@@ -1004,7 +1132,7 @@ class Hub:
         member.ws.spawn(lambda: self._drain(member))
 
     def _drain(self, member: _Member) -> None:
-        """The sender greenlet: write the member's queue, then end."""
+        """The sender greenlet: write the member's queue, several messages a write, then end."""
         ws = member.ws
         lock = self._lock
         while True:
@@ -1015,11 +1143,11 @@ class Hub:
                     if queue is not None and not queue:
                         member.queue = None  # idle members hold no deque
                     return
-                message = queue.popleft()
+                batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
                 if member.slack:
-                    member.slack -= 1
+                    member.slack = max(0, member.slack - len(batch))
             try:
-                ws.send(message)
+                ws.send_many(batch)
             except (ConnectionClosed, OSError) as exc:
                 self.stats.send_failures += 1
                 logger.debug("hub: socket %s failed while sending: %s", member.id, exc)
@@ -1033,7 +1161,7 @@ class Hub:
                     member.sending = False
                     self._remove(member)
                 return
-            self.stats.delivered += 1
+            self.stats.delivered += len(batch)
 
     def _evict(self, member: _Member) -> None:
         """Close a socket that fell ``max_queue`` messages behind (policy ``close``)."""

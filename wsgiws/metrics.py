@@ -33,12 +33,17 @@ RTT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 
 
 class Traffic(Protocol):
-    """One open connection's counters (a :class:`wsgiws.monitor.SessionObserver`)."""
+    """One open connection's counters (a :class:`wsgiws.monitor.SessionObserver`, or the
+    engine's own: ``WebSocket.traffic``)."""
 
-    messages_in: int
-    bytes_in: int
-    messages_out: int
-    bytes_out: int
+    @property
+    def messages_in(self) -> int: ...
+    @property
+    def bytes_in(self) -> int: ...
+    @property
+    def messages_out(self) -> int: ...
+    @property
+    def bytes_out(self) -> int: ...
 
 
 class Metrics:

@@ -20,6 +20,7 @@ from .handshake import Accept, Reject, is_upgrade_request, validate_request
 from .limits import RateLimit, admit, client_address, close_quietly
 from .monitor import SessionObserver, refused
 from .protocol import CloseCode, Extension
+from .servers import ENVIRON_START_RESPONSE as ENVIRON_START_RESPONSE  # (re-exported)
 from .servers import Hijack, find_socket
 from .websocket import WebSocket
 
@@ -33,7 +34,6 @@ Handler = Callable[..., Any]
 H = TypeVar("H", bound=Handler)
 
 #: environ keys this package sets on upgrade requests.
-ENVIRON_START_RESPONSE = "wsgiws.start_response"
 ENVIRON_OPTIONS = "wsgiws.options"
 ENVIRON_ACCEPTED = "wsgiws.accepted"
 ENVIRON_HIJACK = "wsgiws.hijack"
@@ -114,6 +114,7 @@ class _Opener:
         self.environ[ENVIRON_HIJACK] = self.hijack
         sock = self.hijack.sock
         leftover = self.hijack.take_buffered()
+        self.hijack.take_buffered = bytes  # taken once: the environ keeps no closure for life
         sock.settimeout(None)
         return sock, leftover
 
@@ -159,23 +160,21 @@ def run_session(
         refused(environ, client, reject, options.log_query_string)
         raise
     try:
-        return _run(environ, handler, args, kwargs, options, accept, client, websocket_class)
+        ws = _new_websocket(environ, options, accept, client, websocket_class)
+        del accept  # the opener holds it until the 101 is out; nothing after that
+        return _run(environ, handler, args, kwargs, options, ws, client)
     finally:
         admission.release()
 
 
-def _run(
+def _new_websocket(
     environ: dict[str, Any],
-    handler: Handler,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any] | None,
     options: WebSocketOptions,
     accept: Accept,
     client: str,
     websocket_class: type[WebSocket],
-) -> tuple[bool, Any]:
-    hijack = find_socket(environ)
-    ws = websocket_class(
+) -> WebSocket:
+    return websocket_class(
         environ=environ,
         subprotocol=accept.subprotocol,
         offered_subprotocols=[
@@ -189,11 +188,22 @@ def _run(
         ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout,
         close_timeout=options.close_timeout,
-        opener=_Opener(environ, accept, hijack),
+        opener=_Opener(environ, accept, find_socket(environ)),
         observer=SessionObserver(
             environ, options, client, dict(accept.headers).get("Sec-WebSocket-Extensions")
         ),
     )
+
+
+def _run(
+    environ: dict[str, Any],
+    handler: Handler,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    options: WebSocketOptions,
+    ws: WebSocket,
+    client: str,
+) -> tuple[bool, Any]:
     try:
         result = handler(ws, *args, **(kwargs or {}))
     except ConnectionClosed:

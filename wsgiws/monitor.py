@@ -15,7 +15,7 @@ from . import connlog
 from .exceptions import PolicyViolation
 from .handshake import Reject
 from .limits import IdleTimer, TokenBucket
-from .metrics import metrics
+from .metrics import Traffic, metrics
 from .observer import CloseInitiator
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ class SessionObserver:
 
     __slots__ = (
         "byte_bucket",
-        "bytes_in",
-        "bytes_out",
         "checks",
         "client",
         "debug",
@@ -47,9 +45,11 @@ class SessionObserver:
         "idle",
         "idle_timeout",
         "message_bucket",
-        "messages_in",
-        "messages_out",
+        "not_delivered",
+        "not_delivered_bytes",
+        "per_message",
         "started",
+        "traffic",
         "warned",
         "with_query",
     )
@@ -74,16 +74,40 @@ class SessionObserver:
         self.idle: IdleTimer | None = None
         #: Anything to do per message beyond counting? (one test on the hot path)
         self.checks = bool(self.message_bucket or self.byte_bucket or self.idle_timeout)
-        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
         self.dropped = 0
+        # Messages a limit kept from the application (dropped, or the one that closed it).
+        self.not_delivered = self.not_delivered_bytes = 0
         self.warned = 0.0
         self.started = 0.0
         self.debug = False
+        #: Called per message only to limit or to log at DEBUG; the engine does the counting.
+        self.per_message = self.checks
+        self.traffic: Traffic | None = None
+
+    # The counters metrics.snapshot() adds up (metrics.Traffic): the engine's, less what
+    # the limits kept from the application.
+    @property
+    def messages_in(self) -> int:
+        return 0 if self.traffic is None else self.traffic.messages_in - self.not_delivered
+
+    @property
+    def bytes_in(self) -> int:
+        return 0 if self.traffic is None else self.traffic.bytes_in - self.not_delivered_bytes
+
+    @property
+    def messages_out(self) -> int:
+        return 0 if self.traffic is None else self.traffic.messages_out
+
+    @property
+    def bytes_out(self) -> int:
+        return 0 if self.traffic is None else self.traffic.bytes_out
 
     def opened(self, ws: WebSocket) -> None:
         self.started = time.monotonic()
+        self.traffic = ws.traffic
         metrics.opened(self)
         self.debug = logger.isEnabledFor(logging.DEBUG)  # read once: the hot path stays cheap
+        self.per_message = self.checks or self.debug
         if self.debug:
             logger.debug(
                 "ws %s opened %s subprotocol=%s extension=%s",
@@ -106,11 +130,9 @@ class SessionObserver:
             if self.idle is not None:
                 self.idle.last = now
             if self.message_bucket is not None and not self.message_bucket.take(1, now):
-                return self._over_limit(ws, "message_rate", now)
+                return self._over_limit(ws, "message_rate", size, now)
             if self.byte_bucket is not None and not self.byte_bucket.take(size, now):
-                return self._over_limit(ws, "byte_rate", now)
-        self.messages_in += 1
-        self.bytes_in += size
+                return self._over_limit(ws, "byte_rate", size, now)
         if self.debug:
             kind = "text" if text else "binary"
             logger.debug(
@@ -118,8 +140,10 @@ class SessionObserver:
             )
         return True
 
-    def _over_limit(self, ws: WebSocket, limit: str, now: float) -> bool:
+    def _over_limit(self, ws: WebSocket, limit: str, size: int, now: float) -> bool:
         metrics.limit(limit)
+        self.not_delivered += 1
+        self.not_delivered_bytes += size
         if not self.drop:
             logger.info(
                 "ws %s closing with 1008: %s exceeded", self.id, limit, extra=connlog.extra(self.id)
@@ -138,8 +162,6 @@ class SessionObserver:
         return False
 
     def message_sent(self, ws: WebSocket, text: bool, size: int) -> None:
-        self.messages_out += 1
-        self.bytes_out += size
         if self.idle is not None:
             self.idle.last = time.monotonic()
         if self.debug:

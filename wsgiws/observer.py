@@ -3,8 +3,9 @@
 The connection layer (:mod:`wsgiws.websocket`) holds at most one observer per
 WebSocket (``WebSocket(observer=...)``, also ``ws.observer``) and calls it at
 these points only. With no observer the cost is one ``is None`` test per
-message. Observers run in the greenlet (or thread) that moves the message, so
-they must be quick and must not block.
+message (none when the observer needs no call per message: see its
+``per_message``). Observers run in the greenlet (or thread) that moves the
+message, so they must be quick and must not block.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ CloseInitiator = Literal["local", "remote", "abnormal"]
 
 
 class ConnectionObserver(Protocol):
+    """The hooks below; and an optional attribute ``per_message`` (True when absent),
+    read once when the connection opens. False: :meth:`message_received` and
+    :meth:`message_sent` are never called, which saves two calls per message; what
+    passed is in ``ws.traffic`` (counted by the engine)."""
+
     def opened(self, ws: WebSocket) -> None:
         """The opening handshake completed (server: the 101 went out; client: it came in)."""
 

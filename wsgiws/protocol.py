@@ -48,6 +48,7 @@ __all__ = [
     "CloseCode",
     "Event",
     "Extension",
+    "FramedMessage",
     "InvalidState",
     "Message",
     "Opcode",
@@ -222,6 +223,8 @@ class Protocol:
         "_out_fragmenting",
         "_pending_pongs",
         "_text_parts",
+        "bytes_in",
+        "bytes_out",
         "close_code",
         "close_initiator",
         "close_reason",
@@ -233,6 +236,8 @@ class Protocol:
         "fragment_size",
         "max_fragments",
         "max_message_size",
+        "messages_in",
+        "messages_out",
         "role",
         "state",
     )
@@ -270,8 +275,9 @@ class Protocol:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_frames = 0
-        self._msg_parts: list[bytes] = []
-        self._text_parts: list[str] = []
+        # Pieces of a fragmented message; () until the first (no lists for an idle connection).
+        self._msg_parts: list[bytes] | tuple[()] = ()
+        self._text_parts: list[str] | tuple[()] = ()
         self._decoder: codecs.IncrementalDecoder | None = None
         # Outgoing: the one output, and pings not answered yet.
         self._out: list[Buffer] = []
@@ -286,6 +292,10 @@ class Protocol:
         self.close_code: int | None = None
         self.close_reason = ""
         self.close_initiator: Initiator | None = None
+        # What passed, counted here (a few additions per message) so that observers need
+        # no call per message just to count: data messages and their payload bytes
+        # (received: after inflation; sent: before compression).
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
 
     # ------------------------------------------------------------------ receive
 
@@ -342,106 +352,118 @@ class Protocol:
         end = len(buf)
         expect_mask = self._expect_mask
         limit = self.max_message_size
-        while pos < end:
-            left = self._frame_left
-            if left:
-                # Inside a data frame's payload: take what is here, validate it now.
-                take = min(left, end - pos)
-                chunk = buf[pos : pos + take]
-                pos += take
-                key = self._frame_key
-                if key is not None:
-                    offset = self._frame_offset & 3
-                    chunk = apply_mask(chunk, key[offset:] + key[:offset] if offset else key)
-                else:
-                    chunk = bytes(chunk)
-                self._frame_offset += take
-                self._frame_left = left = left - take
-                self._message_chunk(chunk, not left and self._frame_fin, events)
-                continue
-            if end - pos < 2:
-                self._need = 2
-                return pos
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            if b1 & 0x80 != expect_mask:
-                raise FrameError(
-                    CloseCode.PROTOCOL_ERROR,
-                    "client frames must be masked"
-                    if expect_mask
-                    else "server frames must not be masked",
-                )
-            length = b1 & 0x7F
-            header = 2
-            if length == 126:
-                header = 4
-                if end - pos < 4:
-                    self._need = 4
-                    return pos
-                (length,) = _UNPACK_H(buf, pos + 2)
-            elif length == 127:
-                header = 10
-                if end - pos < 10:
-                    self._need = 10
-                    return pos
-                (length,) = _UNPACK_Q(buf, pos + 2)
-                if length >> 63:
-                    raise FrameError(CloseCode.PROTOCOL_ERROR, "frame length has the top bit set")
-            # 0x81 / 0x82: a final text / binary frame without RSV bits, the usual frame.
-            whole = b0 == 0x81 or b0 == 0x82
-            if whole and not self._msg_opcode:
-                if limit is not None and length > limit:
-                    raise FrameError(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
-            else:
-                self._check_header(b0, length)
-            if expect_mask:
-                header += 4
-            start = pos + header
-            if start > end:
-                self._need = header
-                return pos
-            stop = start + length
-            if whole and stop <= end:
-                # The common case: a whole message in one frame, all here.
-                if expect_mask:
-                    payload = apply_mask(buf[start:stop], buf[start - 4 : start])
-                else:
-                    payload = bytes(buf[start:stop])
-                pos = stop
-                if b0 == 0x81:
-                    try:
-                        events.append(Message(payload.decode("utf-8")))
-                    except UnicodeDecodeError:
-                        raise FrameError(
-                            CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
-                        ) from None
-                else:
-                    events.append(Message(payload))
-                continue
-            opcode = b0 & 0x0F
-            fin = b0 & 0x80
-            if opcode >= 8:
-                # Control frames are small: wait for the whole frame.
-                if stop > end:
-                    self._need = header + length
-                    return pos
-                pos = stop
-                if expect_mask:
-                    payload = apply_mask(buf[start:pos], buf[start - 4 : start])
-                else:
-                    payload = bytes(buf[start:pos])
-                self._control_frame(opcode, payload, events)
-                if self.close_received is not None:
+        count = size = 0  # whole one-frame messages: counted here, stored once
+        try:
+            while pos < end:
+                left = self._frame_left
+                if left:
+                    # Inside a data frame's payload: take what is here, validate it now.
+                    take = min(left, end - pos)
+                    chunk = buf[pos : pos + take]
+                    pos += take
+                    key = self._frame_key
+                    if key is not None:
+                        offset = self._frame_offset & 3
+                        chunk = apply_mask(chunk, key[offset:] + key[:offset] if offset else key)
+                    else:
+                        chunk = bytes(chunk)
+                    self._frame_offset += take
+                    self._frame_left = left = left - take
+                    self._message_chunk(chunk, not left and self._frame_fin, events)
+                    continue
+                if end - pos < 2:
                     self._need = 2
-                    return end  # whatever follows the peer's close is ignored
-                continue
-            pos = start
-            self._start_frame(b0, opcode, fin, length)
-            self._frame_key = bytes(buf[start - 4 : start]) if expect_mask else None
-            if not length:
-                self._message_chunk(b"", bool(fin), events)
-        self._need = 1 if self._frame_left else 2
-        return pos
+                    return pos
+                b0 = buf[pos]
+                b1 = buf[pos + 1]
+                if b1 & 0x80 != expect_mask:
+                    raise FrameError(
+                        CloseCode.PROTOCOL_ERROR,
+                        "client frames must be masked"
+                        if expect_mask
+                        else "server frames must not be masked",
+                    )
+                length = b1 & 0x7F
+                header = 2
+                if length == 126:
+                    header = 4
+                    if end - pos < 4:
+                        self._need = 4
+                        return pos
+                    (length,) = _UNPACK_H(buf, pos + 2)
+                elif length == 127:
+                    header = 10
+                    if end - pos < 10:
+                        self._need = 10
+                        return pos
+                    (length,) = _UNPACK_Q(buf, pos + 2)
+                    if length >> 63:
+                        raise FrameError(
+                            CloseCode.PROTOCOL_ERROR, "frame length has the top bit set"
+                        )
+                # 0x81 / 0x82: a final text / binary frame without RSV bits, the usual frame.
+                whole = b0 == 0x81 or b0 == 0x82
+                if whole and not self._msg_opcode:
+                    if limit is not None and length > limit:
+                        raise FrameError(
+                            CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes"
+                        )
+                else:
+                    self._check_header(b0, length)
+                if expect_mask:
+                    header += 4
+                start = pos + header
+                if start > end:
+                    self._need = header
+                    return pos
+                stop = start + length
+                if whole and stop <= end:
+                    # The common case: a whole message in one frame, all here.
+                    if expect_mask:
+                        payload = apply_mask(buf[start:stop], buf[start - 4 : start])
+                    else:
+                        payload = bytes(buf[start:stop])
+                    pos = stop
+                    count += 1
+                    size += length
+                    if b0 == 0x81:
+                        try:
+                            events.append(Message(payload.decode("utf-8")))
+                        except UnicodeDecodeError:
+                            raise FrameError(
+                                CloseCode.INVALID_DATA, "invalid UTF-8 in a text message"
+                            ) from None
+                    else:
+                        events.append(Message(payload))
+                    continue
+                opcode = b0 & 0x0F
+                fin = b0 & 0x80
+                if opcode >= 8:
+                    # Control frames are small: wait for the whole frame.
+                    if stop > end:
+                        self._need = header + length
+                        return pos
+                    pos = stop
+                    if expect_mask:
+                        payload = apply_mask(buf[start:pos], buf[start - 4 : start])
+                    else:
+                        payload = bytes(buf[start:pos])
+                    self._control_frame(opcode, payload, events)
+                    if self.close_received is not None:
+                        self._need = 2
+                        return end  # whatever follows the peer's close is ignored
+                    continue
+                pos = start
+                self._start_frame(b0, opcode, fin, length)
+                self._frame_key = bytes(buf[start - 4 : start]) if expect_mask else None
+                if not length:
+                    self._message_chunk(b"", bool(fin), events)
+            self._need = 1 if self._frame_left else 2
+            return pos
+        finally:
+            if count:
+                self.messages_in += count
+                self.bytes_in += size
 
     def _start_frame(self, b0: int, opcode: int, fin: int, length: int) -> None:
         if opcode:  # the first frame of a message
@@ -521,6 +543,9 @@ class Protocol:
                 logger.exception("WebSocket extension %r failed", self.extension)
                 raise FrameError(CloseCode.INTERNAL_ERROR, "internal error in extension") from None
         self._msg_size += len(chunk)
+        if last:
+            self.messages_in += 1
+            self.bytes_in += self._msg_size
         decoder = self._decoder
         if decoder is not None:
             try:
@@ -532,13 +557,19 @@ class Protocol:
             if not last and not _partial_utf8_ok(decoder.getstate()[0]):
                 raise FrameError(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
             if text:
-                self._text_parts.append(text)
+                if self._text_parts:
+                    self._text_parts.append(text)
+                else:
+                    self._text_parts = [text]
             if last:
                 events.append(Message("".join(self._text_parts)))
                 self._reset_message()
         else:
             if chunk:
-                self._msg_parts.append(chunk)
+                if self._msg_parts:
+                    self._msg_parts.append(chunk)
+                else:
+                    self._msg_parts = [chunk]
             if last:
                 events.append(Message(b"".join(self._msg_parts)))
                 self._reset_message()
@@ -548,8 +579,8 @@ class Protocol:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_frames = 0
-        self._msg_parts = []
-        self._text_parts = []
+        self._msg_parts = ()
+        self._text_parts = ()
         self._decoder = None
         self._frame_left = 0
 
@@ -610,6 +641,8 @@ class Protocol:
             opcode = 0x2
             payload = data if type(data) is bytes else bytes(data)
         n = len(payload)
+        self.messages_out += 1
+        self.bytes_out += n
         rsv = 0
         ext = self.extension
         if ext is not None and ext.should_compress(n):
@@ -642,10 +675,32 @@ class Protocol:
             else:
                 out += (frame_header(b0, len(piece), False), piece)
 
+    def send_framed(self, message: FramedMessage) -> None:
+        """Queue a whole message framed once for many connections (:meth:`FramedMessage.frame`).
+
+        The same checks as :meth:`send_message`: nothing after our close, nothing inside a
+        streamed message (RFC 6455 5.4: a data frame may not interleave its fragments).
+        """
+        if self.state is not _OPEN or self._out_fragmenting:
+            self._check_can_send()
+            raise InvalidState("a streamed message is in progress")
+        if self._is_client:
+            # "The masking key MUST be derived from a strong source of entropy" for each
+            # frame (RFC 6455 5.3): a client's frames cannot be shared.
+            raise ValueError("a client masks every frame: it cannot send shared frames")
+        if message.frames[0][0] & 0x40 and self.extension is None:
+            raise ValueError("a compressed frame for a connection without compression")
+        self._out += message.frames
+        self.messages_out += 1
+        self.bytes_out += message.size
+
     def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
         """Queue one piece of a streamed message; the first piece decides text or binary."""
         self._check_can_send()
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        self.bytes_out += len(payload)
+        if fin:
+            self.messages_out += 1
         rsv = 0
         ext = self.extension
         if self._out_fragmenting:
@@ -763,3 +818,33 @@ class Protocol:
     @property
     def closed(self) -> bool:
         return self.state is _CLOSED
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class FramedMessage:
+    """A whole data message framed once, to be sent on many server connections.
+
+    Server frames are unmasked (RFC 6455 5.1), so a message's frames are the same bytes
+    on every connection with the same compression settings: a broadcast frames each
+    message once per such setting and every connection queues the shared buffers
+    (:meth:`Protocol.send_framed`). ``data`` is the message as given; ``frames`` its
+    wire form; ``size`` its payload bytes before compression (what the counters add).
+    """
+
+    data: str | bytes
+    frames: tuple[Buffer, ...]
+    size: int
+
+    @classmethod
+    def frame(cls, data: str | bytes, extension: Extension | None = None) -> FramedMessage:
+        """``data`` framed exactly as a server's :meth:`Protocol.send_message` frames it.
+
+        ``extension`` compresses: only one that compresses each message on its own (no
+        context takeover) gives bytes that are right for every connection sharing them.
+        """
+        framer = Protocol(Role.SERVER, max_message_size=None, extension=extension)
+        framer.send_message(data)
+        return cls(data, tuple(framer.data_to_send()), framer.bytes_out)
+
+    def __repr__(self) -> str:
+        return f"FramedMessage({self.data[:40]!r}, {len(self.frames)} buffers)"

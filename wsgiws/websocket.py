@@ -18,10 +18,11 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 from typing import Protocol as _Interface
 
+from . import connlog
 from ._runtime import Lock, Runtime, has_unread_data, runtime_for
 from .exceptions import (
     ConnectionClosed,
@@ -37,6 +38,7 @@ from .protocol import (
     OK_CLOSE_CODES,
     CloseCode,
     Extension,
+    FramedMessage,
     Message,
     Pong,
     Protocol,
@@ -47,8 +49,6 @@ from .protocol import (
 from .writer import Writer
 
 __all__ = ["ConnectionState", "Opener", "PongWaiter", "WebSocket"]
-
-logger = logging.getLogger("wsgiws")
 
 
 class Opener(_Interface):
@@ -121,6 +121,7 @@ class WebSocket:
         "_rt",
         "_send_lock",
         "_sock",
+        "_watch",
         "_writer",
         "close_code",
         "close_reason",
@@ -180,6 +181,8 @@ class WebSocket:
         self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
         self._writer: Writer
         self._proto: Protocol | None = None
+        # The observer when it wants a call per message (see ConnectionObserver.per_message).
+        self._watch: ConnectionObserver | None = None
         self._rt: Runtime | None = None
         self._finished = False
         # Messages received, not yet handed out: () while there are none to save memory.
@@ -249,8 +252,20 @@ class WebSocket:
         if self.ping_interval:
             self._keepalive = Keepalive(rt, self, self.ping_interval, self.ping_timeout)
             self._keepalive.start()
-        if self.observer is not None:
-            self.observer.opened(self)
+        observer = self.observer
+        if observer is not None:
+            observer.opened(self)
+            if getattr(observer, "per_message", True):
+                self._watch = observer
+
+    @property
+    def traffic(self) -> Protocol:
+        """What passed so far, counted by the engine: ``messages_in``, ``bytes_in``,
+        ``messages_out``, ``bytes_out`` (data messages, payload bytes before deflate).
+        Open connections only."""
+        if self._proto is None:
+            raise InvalidState("the WebSocket is not accepted yet")
+        return self._proto
 
     def _ensure_open(self) -> Protocol:
         if self._proto is None:
@@ -363,10 +378,13 @@ class WebSocket:
                 try:
                     return raw.recv(size)
                 except BlockingIOError:
-                    self._handed_out = 0  # we wait: other connections get their turn
-                    self._incoming = ()  # and may stay idle: drop the empty deque
-                    timeout = None if deadline is None else deadline - time.monotonic()
-                    self._rt.wait_readable(self._sock, timeout)
+                    pass
+                # Waiting outside the except clause: inside it, the exception and its
+                # traceback would stay alive for as long as the connection is idle.
+                self._handed_out = 0  # we wait: other connections get their turn
+                self._incoming = ()  # and may stay idle: drop the empty deque
+                timeout = None if deadline is None else deadline - time.monotonic()
+                self._rt.wait_readable(self._sock, timeout)
         except TimeoutError:
             raise ReceiveTimeout from None
         except OSError as exc:
@@ -379,7 +397,7 @@ class WebSocket:
         assert proto is not None
         self._bytes_in += len(data)
         keep = proto.close_sent is None  # after our close, only a bounded few (see below)
-        observer = self.observer
+        observer = self._watch
         for event in proto.receive_data(data):
             if type(event) is Message:
                 if observer is not None:
@@ -405,7 +423,7 @@ class WebSocket:
         self._settle(reading=True)
 
     def _failed(self, failure: ProtocolFailure, what: str) -> None:
-        logger.info("WebSocket %s %s (%d): %s", self._path(), what, failure.code, failure.reason)
+        connlog.log(self, logging.INFO, "%s (%d): %s", what, failure.code, failure.reason)
         if self._incoming:
             # Messages that came before the fault are delivered first (and may be
             # answered); the connection fails once they are taken.
@@ -436,8 +454,8 @@ class WebSocket:
             proto = self._ensure_open()
         # Replies to pipelined messages the handler has yet to take may go out together.
         self._send(proto.send_message, (message,), None, bool(self._incoming))
-        if self.observer is not None:
-            self.observer.message_sent(self, isinstance(message, str), _payload_size(message))
+        if self._watch is not None:
+            self._watch.message_sent(self, isinstance(message, str), _payload_size(message))
 
     def send_json(self, obj: Any) -> None:
         """Send ``obj`` as JSON in a text message (compact: no spaces after separators)."""
@@ -487,8 +505,88 @@ class WebSocket:
             self._settle()
         if closed:
             raise self._closed_exception()
-        if self.observer is not None:
-            self.observer.message_sent(self, kind is not bytes, size)
+        if self._watch is not None:
+            self._watch.message_sent(self, kind is not bytes, size)
+
+    # ------------------------------------------- sends that must not wait (the hub's)
+
+    def try_send(self, messages: Sequence[str | bytes | FramedMessage]) -> bool:
+        """Send ``messages`` now, in one write, if that cannot wait: for a sender that must
+        not block (a broadcast writing to many sockets from one greenlet).
+
+        True: the connection took them -- written, or the part the socket could not take
+        yet held back to go out before anything else (a flush is arranged). False: nothing
+        was sent, because that would wait (the send lock is busy, frames are held back
+        already, the socket is not a non-blocking one), or the connection is not open or
+        just failed: send it with :meth:`send_many`, which waits, and raises
+        ``ConnectionClosed`` for a connection that is over.
+        """
+        raw = self._raw_sock
+        proto = self._proto
+        if raw is None or proto is None:
+            return False
+        lock = self._send_lock
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            writer = self._writer
+            if writer.holding:
+                return False
+            try:
+                self._queue_messages(proto, messages)
+            except InvalidState:
+                return False
+            parts = proto.data_to_send()
+            try:
+                if len(parts) == 1:
+                    sent = raw.send(parts[0])
+                    if sent == len(parts[0]):
+                        parts = []
+                else:
+                    sent = raw.sendmsg(parts)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                proto.abort(f"socket error while sending: {exc}")
+                return False  # the waiting send meets the closed engine and ends the connection
+            for part in parts:
+                size = len(part)
+                if sent >= size:
+                    sent -= size
+                    continue
+                if writer.keep(memoryview(part)[sent:] if sent else part):
+                    assert self._rt is not None
+                    self._rt.call_soon(self._hold_deadline)
+                sent = 0
+        finally:
+            lock.release()
+        if self._watch is not None:
+            self._observe_sent(self._watch, messages)
+        return True
+
+    def send_many(self, messages: Sequence[str | bytes | FramedMessage]) -> None:
+        """Send ``messages`` in order, in as few writes as the socket allows (vectored)."""
+        proto = self._ensure_open()
+        self._send(self._queue_messages, (proto, messages))
+        if self._watch is not None:
+            self._observe_sent(self._watch, messages)
+
+    @staticmethod
+    def _queue_messages(proto: Protocol, messages: Iterable[str | bytes | FramedMessage]) -> None:
+        for message in messages:
+            if isinstance(message, FramedMessage):
+                proto.send_framed(message)
+            else:
+                proto.send_message(message)
+
+    def _observe_sent(
+        self, observer: ConnectionObserver, messages: Iterable[str | bytes | FramedMessage]
+    ) -> None:
+        for message in messages:
+            if isinstance(message, FramedMessage):
+                observer.message_sent(self, isinstance(message.data, str), message.size)
+            else:
+                observer.message_sent(self, isinstance(message, str), _payload_size(message))
 
     def ping(self, payload: bytes = b"") -> PongWaiter:
         """Send a ping; the returned waiter's ``wait(timeout)`` is True once its pong came."""
@@ -571,11 +669,13 @@ class WebSocket:
     def _write(self, parts: list[Any], hold: bool = False) -> None:
         """Write ``parts`` (the send lock is held); ``ConnectionClosed`` if the socket failed."""
         writer = self._writer
-        if hold and len(parts) == 1 and writer.can_hold(len(parts[0])):
-            if writer.hold(parts[0]):
-                assert self._rt is not None
-                self._rt.call_soon(self._hold_deadline)
-            return
+        if hold and len(parts) == 1:
+            held = writer.hold(parts[0])
+            if held:
+                if held == 1:
+                    assert self._rt is not None
+                    self._rt.call_soon(self._hold_deadline)
+                return
         try:
             writer.write(parts)
         except OSError as exc:
@@ -649,7 +749,7 @@ class WebSocket:
         return True
 
     def _lost(self, why: str, *, reading: bool = False) -> None:
-        logger.debug("WebSocket %s: %s", self._path(), why)
+        connlog.log(self, logging.DEBUG, "%s", why)
         assert self._proto is not None
         self._proto.receive_eof(why)
         self._settle(reading=reading)
@@ -682,7 +782,7 @@ class WebSocket:
                     proto.close_initiator or "abnormal",
                 )
             except Exception:
-                logger.exception("observer of WebSocket %s raised", self._path())
+                connlog.log(self, logging.ERROR, "observer raised", exc_info=True)
         self._end_tcp(reading)
 
     def add_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
@@ -711,7 +811,7 @@ class WebSocket:
         try:
             callback(self)
         except Exception:
-            logger.exception("close callback %r of WebSocket %s raised", callback, self._path())
+            connlog.log(self, logging.ERROR, "close callback %r raised", callback, exc_info=True)
 
     def _end_tcp(self, reading: bool) -> None:
         """End TCP without losing our close frame to a reset (RFC 6455 7.1.1).
@@ -808,7 +908,7 @@ class WebSocket:
             self._read_lock.release()
 
     def keepalive_failed(self, why: str) -> None:
-        logger.info("WebSocket %s: %s; closing with 1011", self._path(), why)
+        connlog.log(self, logging.INFO, "%s; closing with 1011", why)
         if self._sock is not None:
             # A peer that stopped reading must not hold the close frame's write forever.
             self._sock.settimeout(1.0)

@@ -36,16 +36,27 @@ class Writer:
         """Are frames held back, waiting for the next write or :meth:`flush`?"""
         return self._held is not None
 
-    def can_hold(self, size: int) -> bool:
-        """Could a ``size``-byte frame be held back (only with a raw socket, within the limit)?"""
-        return self._raw is not None and self._held_size + size <= CORK_LIMIT
-
-    def hold(self, part: Buffer) -> bool:
-        """Hold ``part`` back to go out with the next write; True if it is the first held.
+    def hold(self, part: Buffer) -> int:
+        """Hold ``part`` back to go out with the next write, if it fits: 0 when it does not
+        (only with a raw socket, within the limit), 1 when it is the first held, else 2.
 
         Corking: replies to a batch of pipelined messages then leave in one system
         call instead of one each. The caller arranges for a flush soon.
         """
+        size = self._held_size + len(part)
+        if self._raw is None or size > CORK_LIMIT:
+            return 0
+        self._held_size = size
+        if self._held is None:
+            self._held = [part]
+            return 1
+        self._held.append(part)
+        return 2
+
+    def keep(self, part: Buffer) -> bool:
+        """Keep ``part``, the rest of a write the socket took only in part, to go out
+        before anything else; whatever its size (it must not be lost or reordered).
+        True if it is the first held: the caller arranges for a flush soon."""
         self._held_size += len(part)
         if self._held is None:
             self._held = [part]

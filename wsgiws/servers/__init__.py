@@ -28,7 +28,12 @@ def is_socket(obj: object) -> bool:
     return isinstance(obj, gsocket.socket)
 
 
-@dataclass
+#: environ key where the middleware keeps the server's ``start_response`` (set before the
+#: socket is looked for).
+ENVIRON_START_RESPONSE = "wsgiws.start_response"
+
+
+@dataclass(slots=True)  # one per connection, kept for its life: no __dict__
 class Hijack:
     """A server's socket, and how to collect the bytes it already read past the request."""
 

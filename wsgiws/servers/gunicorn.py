@@ -47,11 +47,19 @@ def warn_sync_worker(
 
 
 def find(environ: Mapping[str, Any]) -> Hijack | None:
-    from . import Hijack, is_socket
+    from . import ENVIRON_START_RESPONSE, Hijack, is_socket
 
     sock = environ.get("gunicorn.socket")
     if not is_socket(sock):
         return None
+    # This request is the connection's last: once the app returns, gunicorn must not
+    # parse a next request from a socket we closed (a Request, a parser and a read per
+    # connection for nothing). Its 101 still says "Connection: upgrade" (gunicorn's
+    # Response puts the upgrade first); the access log line is written as before.
+    response = getattr(environ.get(ENVIRON_START_RESPONSE), "__self__", None)
+    force_close = getattr(response, "force_close", None)
+    if callable(force_close):
+        force_close()
     if is_sync_worker(environ):
         warn_sync_worker()
     body = environ.get("wsgi.input")
