@@ -2,7 +2,7 @@
 rooms on different nodes reach every member once in order across worker processes,
 each process reads only its rooms, a primary killed and its replica promoted loses
 nothing that was replicated, a slot moved to another node (MOVED) is followed;
-presence across processes. The Streams transport and sharded pub/sub."""
+presence and close_room across processes. The Streams transport and sharded pub/sub."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests import redis_server
 from tests.servers import Server, serve
@@ -260,3 +261,35 @@ def test_a_bad_cluster_url_says_what_is_wrong(url: str, why: str) -> None:
     hub = Hub.from_url(url)  # connects to nothing until used
     with pytest.raises(ValueError, match=why):
         hub.position("r")
+
+
+def test_close_room_closes_it_on_every_worker(
+    cluster: redis_server.RedisCluster, workers: Server, transport: str
+) -> None:
+    name = "wsgiws" if transport == "streams" else "wsgiws:hub"
+    room, elsewhere, _ = rooms_on_every_primary(cluster, key_of(transport, name))
+    members: dict[int, Client] = {}
+    deadline = time.monotonic() + 30
+    while len(members) < 2:  # one on each worker
+        assert time.monotonic() < deadline, "the connections never reached both workers"
+        client = Client(workers, room)
+        if client.pid in members:
+            client.close()
+            time.sleep(0.05)
+        else:
+            members[client.pid] = client
+    outsider = Client(workers, elsewhere)
+    try:
+        first, second = members.values()
+        first.command(op="close_room", room=room, code=4001, reason="logged out")
+        for client in (first, second):
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    client.ws.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "logged out")
+        outsider.command(op="send", room=elsewhere, text="still/0")
+        assert outsider.take(1) == ["still/0"]  # another room's socket stays open
+    finally:
+        for client in (*members.values(), outsider):
+            client.close()
