@@ -531,7 +531,8 @@ class Hub:
     @classmethod
     def from_url(cls, url: str | None, **options: object) -> Hub:
         """A hub on the backend ``url`` names: empty or None is in-process, ``redis://``,
-        ``rediss://`` and ``unix://`` are Redis (needs the ``redis`` extra).
+        ``rediss://`` and ``unix://`` are Redis (needs the ``redis`` extra),
+        ``redis+cluster://host:port,host:port/0`` a Redis Cluster.
 
         Redis options: ``transport="streams"`` (default: history, recovery,
         each process reads only its rooms) or ``"pubsub"`` (at most once, no
