@@ -160,7 +160,11 @@ def run_session(
         refused(environ, client, reject, options.log_query_string)
         raise
     try:
-        ws = _new_websocket(environ, options, accept, client, websocket_class)
+        try:
+            ws = _new_websocket(environ, options, accept, client, websocket_class)
+        except HijackError as exc:
+            refused(environ, client, Reject(501, str(exc)), options.log_query_string)
+            raise
         del accept  # the opener holds it until the 101 is out; nothing after that
         return _run(environ, handler, args, kwargs, options, ws, client)
     finally:
@@ -227,6 +231,11 @@ def _run(
         raise
     else:
         if not ws.accepted and result is not None:
+            # An HTTP answer instead of a 101 (a framework's response: its status when it
+            # says; the generic middleware answers any other value with a 500).
+            status = getattr(result, "status_code", 500)
+            answer = Reject(status if isinstance(status, int) else 500, "answered with HTTP")
+            refused(environ, client, answer, options.log_query_string)
             return False, result
         close_quietly(ws, CloseCode.NORMAL, "")
     if not ws.accepted:  # the handler raised ConnectionClosed before accepting: odd, but done
