@@ -21,6 +21,7 @@ from wsgiws.exceptions import ConnectionClosed, InvalidState
 from wsgiws.hub import Hub
 from wsgiws.protocol import Close, FramedMessage, Message, Protocol, Role
 from wsgiws.websocket import WebSocket
+from wsgiws.writer import Writer
 
 pairs = test_hub.pairs  # the fixture: socket pairs closed after each test
 
@@ -405,3 +406,27 @@ def test_a_presence_hook_may_publish_while_the_backend_delivers(pairs: list[Pair
     hub.join(watcher.server, "room")
     hub.join(newcomer.server, "room", info={"name": "bob"})
     assert watcher.got() == ["someone joined"]
+
+
+def test_a_write_that_cannot_wait_keeps_what_one_sendmsg_could_not_take() -> None:
+    # More buffers than one sendmsg may carry (the writer's group size; IOV_MAX is 1024):
+    # the first group goes now, the rest is kept, in order, for the next write.
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        writer = Writer(a, a)
+        parts = [bytes([i % 256]) * 3 for i in range(1500)]
+        assert writer.write_nowait(list(parts)) is True
+        assert writer.holding
+        a.setblocking(True)
+        writer.flush()
+        assert not writer.holding
+        expected = b"".join(parts)
+        got = b""
+        b.settimeout(5)
+        while len(got) < len(expected):
+            got += b.recv(1 << 16)
+        assert got == expected
+    finally:
+        a.close()
+        b.close()

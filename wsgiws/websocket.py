@@ -536,28 +536,13 @@ class WebSocket:
                 self._queue_messages(proto, messages)
             except InvalidState:
                 return False
-            parts = proto.data_to_send()
             try:
-                if len(parts) == 1:
-                    sent = raw.send(parts[0])
-                    if sent == len(parts[0]):
-                        parts = []
-                else:
-                    sent = raw.sendmsg(parts)
-            except BlockingIOError:
-                sent = 0
+                if writer.write_nowait(proto.data_to_send()):
+                    assert self._rt is not None
+                    self._rt.call_soon(self._hold_deadline)
             except OSError as exc:
                 proto.abort(f"socket error while sending: {exc}")
                 return False  # the waiting send meets the closed engine and ends the connection
-            for part in parts:
-                size = len(part)
-                if sent >= size:
-                    sent -= size
-                    continue
-                if writer.keep(memoryview(part)[sent:] if sent else part):
-                    assert self._rt is not None
-                    self._rt.call_soon(self._hold_deadline)
-                sent = 0
         finally:
             lock.release()
         if self._watch is not None:

@@ -43,26 +43,41 @@ class Writer:
         Corking: replies to a batch of pipelined messages then leave in one system
         call instead of one each. The caller arranges for a flush soon.
         """
-        size = self._held_size + len(part)
-        if self._raw is None or size > CORK_LIMIT:
+        if self._raw is None or self._held_size + len(part) > CORK_LIMIT:
             return 0
-        self._held_size = size
-        if self._held is None:
-            self._held = [part]
-            return 1
-        self._held.append(part)
-        return 2
+        return 1 if self._keep(part) else 2
 
-    def keep(self, part: Buffer) -> bool:
-        """Keep ``part``, the rest of a write the socket took only in part, to go out
-        before anything else; whatever its size (it must not be lost or reordered).
-        True if it is the first held: the caller arranges for a flush soon."""
+    def _keep(self, part: Buffer) -> bool:
+        """Keep ``part`` to go out before anything else; True if it is the first held."""
         self._held_size += len(part)
         if self._held is None:
             self._held = [part]
             return True
         self._held.append(part)
         return False
+
+    def write_nowait(self, parts: list[Buffer]) -> bool:
+        """Write what the raw socket takes now, without waiting, and keep the rest
+        (whatever its size: it must not be lost or reordered) for the next write.
+
+        Only with a raw socket and nothing held (the caller checks). True when a rest
+        was kept: the caller arranges for a flush soon. Raises ``OSError``.
+        """
+        raw = self._raw
+        assert raw is not None and self._held is None
+        try:
+            sent = raw.send(parts[0]) if len(parts) == 1 else raw.sendmsg(parts[:_MAX_PARTS])
+        except BlockingIOError:
+            sent = 0
+        kept = False
+        for part in parts:
+            size = len(part)
+            if sent >= size:
+                sent -= size
+                continue
+            kept = self._keep(memoryview(part)[sent:] if sent else part) or kept
+            sent = 0
+        return kept
 
     def flush(self) -> None:
         if self._held is not None:
