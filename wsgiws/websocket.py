@@ -106,6 +106,7 @@ class WebSocket:
         "__weakref__",
         "_bytes_in",
         "_close_callbacks",
+        "_drained",
         "_finished",
         "_handed_out",
         "_incoming",
@@ -179,6 +180,9 @@ class WebSocket:
         self._opener = opener
         self._sock: socket.socket | None = None
         self._raw_sock: socket.socket | None = None  # see Runtime.raw_socket
+        # The last recv on the raw socket returned less than it asked for (see _recv);
+        # True at first: the peer's first frame comes after our 101, not with it.
+        self._drained = True
         self._writer: Writer
         self._proto: Protocol | None = None
         # The observer when it wants a call per message (see ConnectionObserver.per_message).
@@ -374,13 +378,21 @@ class WebSocket:
             if raw is None:
                 timeout = None if deadline is None else deadline - time.monotonic()
                 return self._rt.recv(self._sock, size, timeout)
+            drained = self._drained
             while True:
-                try:
-                    return raw.recv(size)
-                except BlockingIOError:
-                    pass
-                # Waiting outside the except clause: inside it, the exception and its
-                # traceback would stay alive for as long as the connection is idle.
+                if not drained:
+                    try:
+                        data = raw.recv(size)
+                    except BlockingIOError:
+                        pass
+                    else:
+                        self._drained = len(data) < size
+                        return data
+                # Wait first after a short read: the kernel had no more then, so a recv now
+                # would most likely fail, and a failing recv costs an exception (and its
+                # traceback keeps this frame's frame object alive while the connection
+                # idles). The wait is level-triggered: it returns at once if data came.
+                drained = False
                 self._handed_out = 0  # we wait: other connections get their turn
                 self._incoming = ()  # and may stay idle: drop the empty deque
                 timeout = None if deadline is None else deadline - time.monotonic()
