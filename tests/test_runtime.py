@@ -90,6 +90,53 @@ def test_thread_lock_timeout() -> None:
     lock.release()
 
 
+def test_gevent_lock_hands_over_in_order_once_contended() -> None:
+    import gevent
+    from gevent import socket as gsocket
+
+    a, b = gsocket.socketpair()
+    try:
+        lock = runtime_for(a).lock()
+        assert lock.acquire(blocking=False)
+        assert not lock.acquire(blocking=False)  # held: a second holder is refused
+        order: list[str] = []
+
+        def waiter(name: str) -> None:
+            assert lock.acquire()
+            order.append(name)
+            lock.release()
+
+        timed_out = gevent.spawn(lambda: lock.acquire(timeout=0.01))
+        assert timed_out.get() is False
+        waiters = [gevent.spawn(waiter, name) for name in ("first", "second")]
+        gevent.sleep(0)
+        assert order == []  # both wait for the holder
+        lock.release()
+        gevent.joinall(waiters, raise_error=True)
+        assert order == ["first", "second"]
+        assert lock.acquire(blocking=False)  # free again
+        lock.release()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_gevent_lock_release_of_an_unlocked_lock_fails() -> None:
+    from gevent import socket as gsocket
+
+    a, b = gsocket.socketpair()
+    try:
+        lock = runtime_for(a).lock()
+        with pytest.raises(RuntimeError):
+            lock.release()
+        with lock:
+            assert not lock.acquire(blocking=False)
+        assert lock.acquire(blocking=False)
+    finally:
+        a.close()
+        b.close()
+
+
 def pair(gevent_sockets: bool = False) -> tuple[WebSocket, WebSocket]:
     if gevent_sockets:
         from gevent import socket as gsocket
