@@ -92,10 +92,15 @@ class Writer:
         end_stream = bool(parts) and not parts[-1]
         if end_stream:
             parts = parts[:-1]
-        if self._held is not None:
-            parts = [b"".join(self._held), *parts]
+        held = self._held
+        if held is not None:
             self._held = None
             self._held_size = 0
+            if len(parts) == 1 and len(parts[0]) <= CORK_LIMIT:
+                held.append(parts[0])  # the usual end of a burst: its last reply
+                parts = [b"".join(held)]
+            else:
+                parts = [b"".join(held), *parts]
         if len(parts) == 1:
             self._write_one(parts[0])
         elif parts:
