@@ -17,8 +17,8 @@ import codecs
 import enum
 import logging
 import struct
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 from typing import Protocol as _Interface
 
