@@ -65,7 +65,8 @@ def serve_bound(sock: gevent.socket.socket) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--server", choices=["wsgiws", "bound"], default="wsgiws")
-    ap.add_argument("--size", type=int, default=32, help="payload bytes (text)")
+    ap.add_argument("--size", type=int, default=32, help="payload bytes")
+    ap.add_argument("--binary", action="store_true", help="binary messages (default: text)")
     ap.add_argument("--pipeline", type=int, default=4, help="frames per write")
     ap.add_argument("--rounds", type=int, default=5000)
     args = ap.parse_args()
@@ -73,7 +74,7 @@ def main() -> None:
     ours, peer = gevent.socket.socketpair()
     client = Protocol(Role.CLIENT)
     for _ in range(args.pipeline):
-        client.send_message("x" * args.size)
+        client.send_message(b"x" * args.size if args.binary else "x" * args.size)
     burst = b"".join(client.data_to_send())
     reply_size = args.pipeline * (args.size + (2 if args.size < 126 else 4))
     server = gevent.spawn(serve_bound if args.server == "bound" else serve_wsgiws, ours)

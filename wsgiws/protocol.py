@@ -218,7 +218,6 @@ class Protocol:
         "_expect_mask",
         "_frame_fin",
         "_frame_key",
-        "_frame_left",
         "_frame_offset",
         "_is_client",
         "_msg_compressed",
@@ -247,6 +246,7 @@ class Protocol:
         "max_message_size",
         "messages_in",
         "messages_out",
+        "payload_pending",
         "role",
         "state",
     )
@@ -275,7 +275,9 @@ class Protocol:
         self._buf: bytes | bytearray = b""  # unparsed input (b"" while empty: no allocation)
         self._need = 2  # bytes the parser needs before it can make progress
         # The data frame whose payload is arriving.
-        self._frame_left = 0
+        #: Bytes of the current frame's payload not received yet (0 between frames): lets
+        #: the caller read a large payload in few, large reads.
+        self.payload_pending = 0
         self._frame_fin = False
         self._frame_offset = 0
         self._frame_key: bytes | None = None
@@ -364,7 +366,7 @@ class Protocol:
         count = size = 0  # whole one-frame messages: counted here, stored once
         try:
             while pos < end:
-                left = self._frame_left
+                left = self.payload_pending
                 if left:
                     # Inside a data frame's payload: take what is here, validate it now.
                     take = min(left, end - pos)
@@ -377,7 +379,7 @@ class Protocol:
                     else:
                         chunk = bytes(chunk)
                     self._frame_offset += take
-                    self._frame_left = left = left - take
+                    self.payload_pending = left = left - take
                     self._message_chunk(chunk, not left and self._frame_fin, events)
                     continue
                 if end - pos < 2:
@@ -467,7 +469,7 @@ class Protocol:
                 self._frame_key = bytes(buf[start - 4 : start]) if expect_mask else None
                 if not length:
                     self._message_chunk(b"", bool(fin), events)
-            self._need = 1 if self._frame_left else 2
+            self._need = 1 if self.payload_pending else 2
             return pos
         finally:
             if count:
@@ -491,7 +493,7 @@ class Protocol:
             raise FrameError(
                 CloseCode.MESSAGE_TOO_BIG, f"message has over {self.max_fragments} frames"
             )
-        self._frame_left = length
+        self.payload_pending = length
         self._frame_fin = bool(fin)
         self._frame_offset = 0
 
@@ -591,15 +593,7 @@ class Protocol:
         self._msg_parts = ()
         self._text_parts = ()
         self._decoder = None
-        self._frame_left = 0
-
-    @property
-    def payload_pending(self) -> int:
-        """Bytes of the current frame's payload not received yet (0 between frames).
-
-        Lets the caller read a large payload in few, large reads.
-        """
-        return self._frame_left
+        self.payload_pending = 0
 
     def receive_eof(self, reason: str = "the peer closed TCP without a close frame") -> None:
         """The peer's stream ended: its FIN, or a lost connection (``reason`` says which).

@@ -23,18 +23,16 @@ class Writer:
     """Writes buffers to ``sock``; ``raw`` is the non-blocking OS socket under a gevent
     socket (tried first: no gevent machinery when the kernel takes everything), or None."""
 
-    __slots__ = ("_held", "_held_size", "_raw", "_sock")
+    __slots__ = ("_held", "_held_size", "_raw", "_sock", "holding")
 
     def __init__(self, sock: socket.socket, raw: socket.socket | None) -> None:
         self._sock = sock
         self._raw = raw
         self._held: list[Buffer] | None = None
         self._held_size = 0
-
-    @property
-    def holding(self) -> bool:
-        """Are frames held back, waiting for the next write or :meth:`flush`?"""
-        return self._held is not None
+        #: Are frames held back, waiting for the next write or :meth:`flush`? (An attribute,
+        #: not a property: the connection looks at it for every read and every send.)
+        self.holding = False
 
     def hold(self, part: Buffer) -> int:
         """Hold ``part`` back to go out with the next write, if it fits: 0 when it does not
@@ -52,6 +50,7 @@ class Writer:
         self._held_size += len(part)
         if self._held is None:
             self._held = [part]
+            self.holding = True
             return True
         self._held.append(part)
         return False
@@ -96,6 +95,7 @@ class Writer:
         if held is not None:
             self._held = None
             self._held_size = 0
+            self.holding = False
             if len(parts) == 1 and len(parts[0]) <= CORK_LIMIT:
                 held.append(parts[0])  # the usual end of a burst: its last reply
                 parts = [b"".join(held)]
