@@ -15,6 +15,7 @@ from tests.conftest import SERVER_KINDS
 from tests.servers import Server, serve
 from tests.wire import RawClient
 from wsgiws import WebSocket, WebSocketMiddleware
+from wsgiws.exceptions import ReceiveTimeout
 from wsgiws.protocol import Message, Protocol, Role, _apply_mask_python
 
 app = WebSocketMiddleware(max_message_size=16 << 20, compression=None)
@@ -182,6 +183,34 @@ def test_many_frames_in_one_write_stay_under_the_iovec_limit() -> None:
         ws.send(payload)
         g.join(timeout=10)
         assert events == [Message(payload)]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_reads_after_a_short_read_wait_first_and_still_see_waiting_data() -> None:
+    """After a short read the next read waits on the socket before its recv (no failing
+    recv); data that came meanwhile is found at once, also by a receive(timeout=0)."""
+    import select
+
+    import gevent.socket
+
+    a, b = gevent.socket.socketpair()
+    try:
+        ws = WebSocket(role=Role.SERVER, sock=a, ping_interval=None)
+        assert ws._raw_sock is not None
+        b.sendall(masked(1, b"one"))
+        assert ws.receive() == "one"
+        assert ws._drained  # that read was short: the kernel had nothing more
+        b.sendall(masked(1, b"two") + masked(2, b"three"))
+        assert select.select([a], [], [], 5)[0]  # both frames are in our kernel buffer
+        assert ws.receive() == "two"  # waited first; the level-triggered wait saw the data
+        assert ws.receive() == b"three"
+        b.sendall(masked(1, b"four"))
+        assert select.select([a], [], [], 5)[0]
+        assert ws.receive(timeout=0) == "four"  # with a deadline the recv comes first
+        with pytest.raises(ReceiveTimeout):
+            ws.receive(timeout=0.01)
     finally:
         a.close()
         b.close()

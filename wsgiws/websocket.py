@@ -378,7 +378,12 @@ class WebSocket:
             if raw is None:
                 timeout = None if deadline is None else deadline - time.monotonic()
                 return self._rt.recv(self._sock, size, timeout)
-            drained = self._drained
+            # After a short read the kernel had no more, so a recv now would most likely
+            # fail, and a failing recv costs an exception (whose traceback would keep this
+            # frame's frame object alive while the connection idles): wait first. The wait
+            # is level-triggered: it returns at once if data came meanwhile. Not with a
+            # deadline: a timeout of 0 must still find data that is already there.
+            drained = self._drained and deadline is None
             while True:
                 if not drained:
                     try:
@@ -388,10 +393,6 @@ class WebSocket:
                     else:
                         self._drained = len(data) < size
                         return data
-                # Wait first after a short read: the kernel had no more then, so a recv now
-                # would most likely fail, and a failing recv costs an exception (and its
-                # traceback keeps this frame's frame object alive while the connection
-                # idles). The wait is level-triggered: it returns at once if data came.
                 drained = False
                 self._handed_out = 0  # we wait: other connections get their turn
                 self._incoming = ()  # and may stay idle: drop the empty deque
