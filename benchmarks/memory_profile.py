@@ -99,7 +99,10 @@ if os.environ.get("MEMORY_PROFILE_TARGET"):
                 continue
             key = f"{mod}.{type(o).__qualname__}"
             size = sys.getsizeof(o)
-            d = getattr(o, "__dict__", None)
+            try:
+                d = getattr(o, "__dict__", None)
+            except OSError:  # a gevent socket whose descriptor was detached or closed
+                d = None
             if isinstance(d, dict):
                 size += sys.getsizeof(d)
             entry = found.setdefault(key, [0, 0])
