@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import gevent
+import greenlet
 from gevent import socket as gsocket
-from gevent.event import AsyncResult
 
 if TYPE_CHECKING:
     from . import Hijack
@@ -99,48 +99,131 @@ def serve_detached(
     go; so does the connection's slot in gunicorn's pool, which is why the limit and the
     wait at shutdown are wsgiws's (see :mod:`wsgiws.gunicorn`).
     """
-    handoff = _Handoff(environ, start_response)
+    waiting = greenlet.getcurrent()
+    handoff = _Handoff(environ, start_response, waiting)
     environ[ENVIRON_HANDOFF] = handoff
-    outcome: AsyncResult[Iterable[bytes]] = AsyncResult()
-    handoff.outcome = outcome
+    runner = _idle_runners.pop() if _idle_runners else None
+    if runner is None or runner.dead:
+        runner = greenlet.greenlet(_run_sessions, parent=gevent.get_hub())
     # The request's context (contextvars an outer middleware set) goes with it.
-    gevent.spawn_raw(contextvars.copy_context().run, handoff.run, serve)
-    result: Iterable[bytes] = outcome.get()
-    return result
+    runner.gr_context = contextvars.copy_context()
+    # Straight into the runner, not through the event loop: it runs until the 101 or
+    # its first wait, and switches back here once the outcome is in handoff.outcome.
+    _jobs.append((handoff, serve))
+    try:
+        runner.switch()
+        while handoff.outcome is _PENDING:  # woken by something else: wait for the runner
+            gevent.get_hub().switch()
+    except BaseException:  # killed while waiting (the worker stopping): nobody to answer
+        handoff.waiting = None
+        raise
+    outcome, handoff.outcome = handoff.outcome, None
+    if isinstance(outcome, _Failed):
+        raise outcome.exc  # still HTTP: gunicorn answers it (a 500)
+    return cast("Iterable[bytes]", outcome)
+
+
+_PENDING = object()
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+#: Runner greenlets waiting for their next upgrade request. A greenlet is reused, not
+#: made per connection: making one (its first Python frame maps a fresh data stack) and
+#: a round trip through the event loop cost more than the rest of the hand-off.
+_idle_runners: list[greenlet.greenlet] = []
+MAX_IDLE_RUNNERS = 64
+#: The job being handed to a runner (at most one, only during the switch). Not passed as
+#: the switch's argument: a greenlet's first arguments stay referenced for its life.
+_jobs: list[tuple[_Handoff, Callable[..., Iterable[bytes]]]] = []
+
+
+def _run_sessions() -> None:
+    """A runner: serves upgrade requests one after another, parked in between.
+
+    Parked means suspended in a switch; whoever has a job for it puts it in ``_jobs``
+    and switches straight into it (:func:`serve_detached`). Nothing of a finished
+    request stays referenced from here while parked.
+    """
+    me = greenlet.getcurrent()
+    hub = gevent.get_hub()
+    while _jobs:  # none: something left behind woke us by mistake; leave, serve nothing
+        handoff, serve = _jobs.pop()
+        outcome = handoff.run(serve)
+        waiting = handoff.waiting  # None once the 101 let gunicorn's greenlet go
+        if waiting is not None:
+            handoff.outcome = outcome
+        del outcome
+        del handoff, serve
+        me.gr_context = None  # the next request brings its own
+        if len(_idle_runners) >= MAX_IDLE_RUNNERS:
+            hub.loop.run_callback(_resume, waiting)
+            return
+        _idle_runners.append(me)
+        try:
+            (waiting if waiting is not None and not waiting.dead else hub).switch()
+        except BaseException:  # something left behind woke us with an exception
+            break
+        finally:
+            del waiting
+    if me in _idle_runners:
+        _idle_runners.remove(me)
+
+
+def _resume(waiting: greenlet.greenlet | None) -> None:
+    if waiting is not None and not waiting.dead:
+        waiting.switch()
 
 
 class _Handoff:
     """The upgrade request's ``start_response`` while it may still leave gunicorn's request."""
 
-    __slots__ = ("environ", "outcome", "start_response")
+    __slots__ = ("environ", "outcome", "start_response", "waiting")
 
-    def __init__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        waiting: greenlet.greenlet,
+    ) -> None:
         self.environ = environ
         self.start_response: Callable[..., Any] | None = start_response
-        self.outcome: AsyncResult[Iterable[bytes]] | None = None
+        #: gunicorn's greenlet, until the 101 lets it go
+        self.waiting: greenlet.greenlet | None = waiting
+        #: what gunicorn's greenlet gets: the HTTP answer, a _Failed, or [] after a 101
+        self.outcome: object = _PENDING
 
     def __call__(self, *args: Any) -> Callable[[bytes], object]:
         if self.start_response is None:
             return _left_gunicorn(*args)
         return cast("Callable[[bytes], object]", self.start_response(*args))
 
-    def run(self, serve: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]) -> None:
+    def run(self, serve: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]) -> object:
+        """Serve the request; what gunicorn's greenlet gets (unused once it was let go)."""
         try:
             result = serve(self.environ, self)
         except BaseException as exc:
-            outcome = self.outcome
-            if outcome is not None:
-                outcome.set_exception(exc)  # still HTTP: gunicorn answers it (a 500)
-            elif not isinstance(exc, gevent.GreenletExit):
+            if self.waiting is not None:
+                return _Failed(exc)
+            if not isinstance(exc, gevent.GreenletExit):
                 logger.exception("wsgiws: upgrade request for %s", self.environ.get("PATH_INFO"))
-            return
-        outcome = self.outcome
-        if outcome is not None:
-            outcome.set(result)
-            return
+            return None
+        if self.waiting is not None:
+            return result
         close = getattr(result, "close", None)
         if close is not None:
-            close()
+            try:
+                close()
+            except Exception:
+                logger.exception(
+                    "wsgiws: closing the response for %s", self.environ.get("PATH_INFO")
+                )
+        return None
 
     def detach(self) -> socket.socket:
         """The 101 is out: take the file descriptor into a socket of our own and let
@@ -160,9 +243,10 @@ class _Handoff:
         environ["wsgi.errors"] = _shared_errors.setdefault("wsgi.errors", environ["wsgi.errors"])
         del environ[ENVIRON_HANDOFF]
         self.start_response = None
-        outcome, self.outcome = self.outcome, None
-        if outcome is not None:
-            outcome.set([])
+        # gunicorn's greenlet finishes its request (nothing to write) once we next wait.
+        waiting, self.waiting = self.waiting, None
+        self.outcome = []
+        gevent.get_hub().loop.run_callback(_resume, waiting)
         return sock
 
 
