@@ -103,6 +103,17 @@ def test_interactive_lines_then_eof(echo_server: Server) -> None:
     assert "closed: 1000" in result.stderr
 
 
+def test_piped_lines_are_all_echoed_by_our_own_server(echo_server: Server) -> None:
+    """`printf 'one\\ntwo\\n' | python -m wsgiws ws://.../echo`: "one", "two" and our close
+    often reach the server in one read; its handler must still answer both before its
+    close reply. 20 runs (stdin is not a terminal: the piped path), every one complete."""
+    for run in range(20):
+        out, err = io.StringIO(), io.StringIO()
+        status = main([echo_server.url + "/echo"], io.StringIO("one\ntwo\n"), out, err)
+        assert (run, status, out.getvalue()) == (run, 0, "one\ntwo\n"), err.getvalue()
+        assert "closed: 1000" in err.getvalue()
+
+
 def test_interactive_ctrl_c_closes_properly(echo_server: Server) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "wsgiws", echo_server.url + "/echo"],
