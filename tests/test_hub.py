@@ -398,7 +398,7 @@ def test_a_broadcast_reaches_a_peer_that_closed_until_our_reply_and_not_after(
 ) -> None:
     """RFC 6455 5.5.1: the peer's close does not stop our data until we reply to it."""
     hub = Hub()
-    (pair,) = make(pairs, 1)
+    (pair,) = make(pairs, 1, close_timeout=60)  # the reply waits for the handler only
     hub.join(pair.server, "r")
     assert pair.client._sock is not None
     # The peer's message and close in one write (raw frames: the client engine stays open).
