@@ -48,6 +48,7 @@ def fanout_servers(
                 port,
                 workers=workers,
                 path=checkout or root,
+                config=os.path.join(SERVERS_DIR, "wsgiws_gunicorn_conf.py"),
             )
 
         return cmd

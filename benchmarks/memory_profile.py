@@ -99,7 +99,10 @@ if os.environ.get("MEMORY_PROFILE_TARGET"):
                 continue
             key = f"{mod}.{type(o).__qualname__}"
             size = sys.getsizeof(o)
-            d = getattr(o, "__dict__", None)
+            try:
+                d = getattr(o, "__dict__", None)
+            except OSError:  # a gevent socket whose descriptor was detached or closed
+                d = None
             if isinstance(d, dict):
                 size += sys.getsizeof(d)
             entry = found.setdefault(key, [0, 0])
@@ -226,7 +229,8 @@ def main() -> int:
     args = ap.parse_args()
     loadgen = run.build_loadgen()
     port = run.free_port()
-    cmd = run.gunicorn_cmd("gevent", HERE, "memory_profile:app", port, path=ROOT)
+    config = run.WSGIWS_GUNICORN_CONF if args.target == "wsgiws" else None
+    cmd = run.gunicorn_cmd("gevent", HERE, "memory_profile:app", port, path=ROOT, config=config)
     env = dict(os.environ, MEMORY_PROFILE_TARGET=args.target)
     os.makedirs(os.path.join(run.BUILD_DIR, "logs"), exist_ok=True)
     logpath = os.path.join(run.BUILD_DIR, "logs", "memory_profile.log")

@@ -41,13 +41,24 @@ PY = sys.executable
 # ---------------------------------------------------------------- servers
 
 
+#: The gunicorn config of the wsgiws servers (the recommended hook, no access log).
+WSGIWS_GUNICORN_CONF = os.path.join(SERVERS_DIR, "wsgiws_gunicorn_conf.py")
+
+
 def gunicorn_cmd(
-    worker: str, chdir: str, app: str, port: int, workers: int = 1, path: str | None = None
+    worker: str,
+    chdir: str,
+    app: str,
+    port: int,
+    workers: int = 1,
+    path: str | None = None,
+    config: str | None = None,
 ) -> list[str]:
     return [
         PY,
         "-m",
         "gunicorn",
+        *(["-c", config] if config else []),
         "-k",
         worker,
         "-w",
@@ -85,7 +96,9 @@ SERVERS = {
     "wsgiws-gunicorn": (
         "wsgiws examples.echo:app, gunicorn -k gevent, 1 worker",
         True,
-        lambda port, root: gunicorn_cmd("gevent", root, "examples.echo:app", port),
+        lambda port, root: gunicorn_cmd(
+            "gevent", root, "examples.echo:app", port, config=WSGIWS_GUNICORN_CONF
+        ),
     ),
     "wsgiws-pywsgi": (
         "wsgiws examples.echo:app, gevent.pywsgi (servers/wsgiws_pywsgi.py)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -104,3 +105,46 @@ def bottle_without_middleware() -> Any:
 
 
 bottle_unwrapped = bottle_without_middleware()
+
+
+# -------------------------------------------- for tests/test_gunicorn_detach.py
+
+
+@app.route("/refuse")
+def refuse(ws: WebSocket) -> None:
+    """Refuses with HTTP before accepting (403)."""
+    from wsgiws.handshake import Reject
+
+    raise Reject(403, "not for you")
+
+
+@app.route("/fail-before-accepting")
+def fail_before_accepting(ws: WebSocket) -> None:
+    raise RuntimeError("the handler failed before accepting")
+
+
+@app.route("/context")
+def context(ws: WebSocket) -> None:
+    """Sends what the outer app (:data:`outer`) put in a contextvar for this request."""
+    ws.send(REQUEST_TAG.get("(unset)"))
+    for _ in ws:
+        pass
+
+
+REQUEST_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag")
+
+
+def outer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """An app around the middleware (as a tracing middleware is); with ``/live`` it counts
+    the objects of gunicorn's requests still alive (the gc's view, after a collection)."""
+    if environ.get("PATH_INFO") == "/live":
+        import gc
+
+        from gunicorn.http.message import Request
+
+        gc.collect()
+        body = str(sum(isinstance(o, Request) for o in gc.get_objects())).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    REQUEST_TAG.set(environ.get("QUERY_STRING", ""))
+    return app(environ, start_response)

@@ -103,6 +103,27 @@ def test_interactive_lines_then_eof(echo_server: Server) -> None:
     assert "closed: 1000" in result.stderr
 
 
+def test_piped_lines_are_all_echoed_by_our_own_server(echo_server: Server) -> None:
+    """`printf 'one\\ntwo\\n' | python -m wsgiws ws://.../echo`: "one", "two" and our close
+    often reach the server in one read; its handler must still answer both before its
+    close reply. 20 runs (stdin is not a terminal: the piped path), every one complete."""
+    for run in range(20):
+        status, out, err = main_in_a_plain_thread([echo_server.url + "/echo"], "one\ntwo\n")
+        assert (run, status, out) == (run, 0, "one\ntwo\n"), err
+        assert "closed: 1000" in err
+
+
+def main_in_a_plain_thread(argv: list[str], stdin: str) -> tuple[int | None, str, str]:
+    """``main()`` as ``python -m wsgiws`` runs it, in a thread without a gevent hub (one that
+    earlier tests left in this thread would make the client's sockets green)."""
+    out, err = io.StringIO(), io.StringIO()
+    status: list[int] = []
+    cli = threading.Thread(target=lambda: status.append(main(argv, io.StringIO(stdin), out, err)))
+    cli.start()
+    cli.join(60)
+    return (status[0] if status else None), out.getvalue(), err.getvalue()
+
+
 def test_interactive_ctrl_c_closes_properly(echo_server: Server) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "wsgiws", echo_server.url + "/echo"],

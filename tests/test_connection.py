@@ -84,6 +84,102 @@ def test_peer_closes_first_we_echo_its_code_then_end_tcp(
     assert ws.state is ConnectionState.CLOSED
 
 
+MSG_MSG_CLOSE = (
+    RawClient.frame(1, b"one")
+    + RawClient.frame(1, b"two")
+    + RawClient.frame(8, close_payload(1000, "done"))
+)
+
+
+def echo_until_closed(ws: WebSocket) -> list[str | bytes]:
+    """The echo handler: answer every message until the peer's close ends the loop."""
+    seen = []
+    for message in ws:
+        seen.append(message)
+        ws.send(message)
+    return seen
+
+
+@pytest.mark.parametrize("delivery", ["behind the handshake", "in one recv"])
+def test_echoes_of_messages_before_the_peers_close_reach_it_before_our_reply(
+    delivery: str,
+) -> None:
+    """The three frames arrive in ONE read: the handler still answers both messages, and
+    our close reply follows the answers (RFC 6455 1.4: the handshake loses no data)."""
+    a, b = socket.socketpair()
+    peer = Peer(b)
+    if delivery == "in one recv":
+        b.sendall(MSG_MSG_CLOSE)  # queued before the first recv: one read takes all three
+        ws = WebSocket(role=Role.SERVER, sock=a, ping_interval=None, close_timeout=60)
+    else:  # parsed from the bytes read with the handshake: one feed, by construction
+        ws = WebSocket(
+            role=Role.SERVER, sock=a, ping_interval=None, close_timeout=60, leftover=MSG_MSG_CLOSE
+        )
+    assert echo_until_closed(ws) == ["one", "two"]
+    assert peer.read_frame() == (1, True, b"one")
+    assert peer.read_frame() == (1, True, b"two")
+    assert peer.read_frame() == (8, True, close_payload(1000))  # the echo of its code
+    assert peer.rest_until_eof() == b""
+    assert (ws.close_code, ws.close_reason) == (1000, "done")
+    a.close()
+    b.close()
+
+
+def test_until_the_reply_the_connection_is_closing_and_still_sends(
+    server_pair: tuple[WebSocket, Peer],
+) -> None:
+    ws, peer = server_pair
+    ws.close_timeout = 60  # the bound on the reply (tested below) stays out of the way
+    peer.sock.sendall(MSG_MSG_CLOSE)
+    assert ws.receive() == "one"
+    assert ws.state is ConnectionState.CLOSING  # the peer's close is in: the end is near
+    assert not ws.keepalive_ping(1.0)  # no keepalive now: the reply is due anyway
+    ws.send("answer")
+    ws.send_many(["a broadcast"])  # the hub's path too
+    assert ws.receive() == "two"
+    with pytest.raises(ConnectionClosedOK):
+        ws.receive()
+    with pytest.raises(ConnectionClosedOK):
+        ws.send_many(["too late"])  # after our reply, no more data frames
+    assert [peer.read_frame()[2] for _ in range(3)] == [b"answer", b"a broadcast", b"\x03\xe8"]
+    assert peer.rest_until_eof() == b""
+
+
+def test_close_before_taking_the_messages_replies_with_the_peers_code(
+    server_pair: tuple[WebSocket, Peer],
+) -> None:
+    ws, peer = server_pair
+    ws.close_timeout = 60
+    peer.sock.sendall(MSG_MSG_CLOSE)
+    assert ws.receive() == "one"
+    ws.close(1001, "going away")  # the peer closed first: its code is echoed
+    assert peer.read_frame() == (8, True, close_payload(1000))
+    assert peer.rest_until_eof() == b""
+    assert ws.receive() == "two"  # what was received is still handed out
+    with pytest.raises(ConnectionClosedOK):
+        ws.receive()
+    assert (ws.close_code, ws.close_reason) == (1000, "done")
+
+
+def test_a_handler_that_stops_reading_gets_the_reply_sent_at_close_timeout() -> None:
+    """A handler that never reads again cannot keep the connection half-open."""
+    a, b = socket.socketpair()
+    peer = Peer(b)
+    ws = WebSocket(role=Role.SERVER, sock=a, ping_interval=None, close_timeout=0.2)
+    closed = threading.Event()
+    ws.add_close_callback(lambda _: closed.set())
+    peer.sock.sendall(MSG_MSG_CLOSE)
+    assert ws.receive() == "one"  # and never again: the close sits behind "two"
+    assert peer.read_frame() == (8, True, close_payload(1000))
+    assert peer.rest_until_eof() == b""
+    assert closed.wait(10)
+    with pytest.raises(ConnectionClosedOK):
+        ws.send("after the reply")
+    assert ws.receive() == "two"
+    a.close()
+    b.close()
+
+
 def test_we_close_first_the_peer_replies_and_we_end_tcp(
     server_pair: tuple[WebSocket, Peer],
 ) -> None:
@@ -146,11 +242,17 @@ def test_failure_sends_its_close_then_ends_tcp_and_ignores_the_rest(
 
 
 def test_client_waits_for_the_servers_fin() -> None:
-    """A client answers the server's close, then lets the server end TCP first (7.1.1)."""
+    """A client answers the server's close, then lets the server end TCP first (7.1.1).
+    A message that came before that close is still delivered and may be answered first."""
     a, b = socket.socketpair()
     ws = WebSocket(role=Role.CLIENT, sock=a, ping_interval=None, close_timeout=5)
     peer = Peer(b, mask=False)
-    peer.send(8, close_payload(1000))
+    b.sendall(
+        RawClient.frame(1, b"last", mask=False)
+        + RawClient.frame(8, close_payload(1000), mask=False)
+    )
+    assert ws.receive() == "last"
+    ws.send("answer")
     errors: list[BaseException] = []
 
     def receive() -> None:
@@ -161,6 +263,7 @@ def test_client_waits_for_the_servers_fin() -> None:
 
     done = threading.Thread(target=receive)
     done.start()
+    assert peer.read_any() == (1, True, b"answer")
     assert peer.read_any() == (8, True, close_payload(1000))  # our (masked) reply
     b.shutdown(socket.SHUT_WR)  # the server's FIN
     done.join(10)

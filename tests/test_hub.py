@@ -4,6 +4,7 @@ is a real wsgiws WebSocket, the client side another one in the client role."""
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
@@ -11,7 +12,8 @@ import gevent
 import gevent.socket
 import pytest
 
-from wsgiws.exceptions import ConnectionClosed, ReceiveTimeout
+from tests.wire import RawClient
+from wsgiws.exceptions import ConnectionClosed, ConnectionClosedOK, ReceiveTimeout
 from wsgiws.hub import (
     Envelope,
     HistoryGap,
@@ -389,6 +391,29 @@ def test_history_is_bounded_by_age(monkeypatch: pytest.MonkeyPatch) -> None:
     clock[0] += 60  # all aged out, but nothing came after the last one: no false gap
     last = backend.head("room")
     assert backend.replay("room", last) == []
+
+
+def test_a_broadcast_reaches_a_peer_that_closed_until_our_reply_and_not_after(
+    pairs: list[Pair],
+) -> None:
+    """RFC 6455 5.5.1: the peer's close does not stop our data until we reply to it."""
+    hub = Hub()
+    (pair,) = make(pairs, 1, close_timeout=60)  # the reply waits for the handler only
+    hub.join(pair.server, "r")
+    assert pair.client._sock is not None
+    # The peer's message and close in one write (raw frames: the client engine stays open).
+    pair.client._sock.sendall(
+        RawClient.frame(1, b"one") + RawClient.frame(8, struct.pack("!H", 1000))
+    )
+    assert pair.server.receive() == "one"  # the close is read too, not answered yet
+    hub.send("r", "before our reply")
+    assert pair.client.receive(timeout=5) == "before our reply"
+    with pytest.raises(ConnectionClosedOK):
+        pair.server.receive()  # it reaches the close: the reply goes out
+    hub.send("r", "after our reply")
+    with pytest.raises(ConnectionClosedOK):
+        pair.client.receive(timeout=5)  # only our close reply followed
+    assert hub.rooms_of(pair.server) == set()
 
 
 def test_close_room_closes_its_members_with_the_code(pairs: list[Pair]) -> None:

@@ -255,6 +255,8 @@ def test_valid_close_codes_are_echoed(code: int) -> None:
     proto = server()
     events = proto.receive_data(frame(8, close_payload(code, "bye")))
     assert isinstance(events[0], Close) and events[0].code == code and events[0].reason == "bye"
+    assert sent(proto) == b"" and proto.close_pending  # the reply waits for the application
+    proto.send_close()
     assert sent(proto) == frame(8, struct.pack("!H", code), mask=False)
     assert proto.state is State.CLOSED
 
@@ -327,10 +329,10 @@ def test_close_reply_echoes_code_and_nothing_follows() -> None:
     proto = server()
     events = proto.receive_data(frame(9, b"p") + frame(8, close_payload(1001)) + frame(1, b"after"))
     assert [type(e) for e in events] == [Ping, Close]
-    # The ping before the close gets its pong, then the close reply.
-    assert sent(proto) == frame(10, b"p", mask=False) + frame(
-        8, struct.pack("!H", 1001), mask=False
-    )
+    # The ping before the close gets its pong at once; the close reply when asked for.
+    assert sent(proto) == frame(10, b"p", mask=False)
+    proto.send_close(1000, "ours is not used")
+    assert sent(proto) == frame(8, struct.pack("!H", 1001), mask=False)
     with pytest.raises(RuntimeError):
         send(proto, "too late")
     assert close_frame(proto) == b""
@@ -340,6 +342,7 @@ def test_empty_close_gets_empty_reply() -> None:
     proto = server()
     events = proto.receive_data(frame(8))
     assert isinstance(events[0], Close) and events[0].code == 1005
+    proto.send_close()
     assert sent(proto) == frame(8, mask=False)
 
 
@@ -377,6 +380,95 @@ def test_close_without_code() -> None:
     assert close_frame(proto, 1005) == frame(8, mask=False)
 
 
+# ------------------------------- the peer's close waits behind its messages (5.5.1)
+
+MSG_MSG_CLOSE = frame(1, b"one") + frame(1, b"two") + frame(8, close_payload(1000, "bye"))
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_messages_before_a_close_can_still_be_answered(how: str) -> None:
+    """1.4: the closing handshake must not lose data in flight. The peer's close comes
+    after its messages, and our reply waits until the application took them and answered."""
+    proto = server()
+    events = feed(proto, MSG_MSG_CLOSE + frame(1, b"after the close") + frame(9, b"ping"), how)
+    assert events == [Message("one"), Message("two"), Close(1000, "bye")]
+    assert proto.data_to_send() == []  # no reply yet, and nothing after the close counts
+    assert proto.close_pending and proto.state is State.OPEN
+    assert send(proto, "one") + send(proto, "two") == frame(1, b"one", mask=False) + frame(
+        1, b"two", mask=False
+    )
+    proto.send_close()
+    assert proto.data_to_send() == [frame(8, close_payload(1000), mask=False), EOF_MARK]
+    assert not proto.close_pending and proto.state is State.CLOSED
+    assert (proto.close_code, proto.close_reason, proto.close_initiator) == (1000, "bye", "remote")
+    with pytest.raises(protocol.InvalidState):
+        proto.send_message("too late")
+    assert feed(proto, frame(1, b"later"), how) == [] and proto.data_to_send() == []
+
+
+@pytest.mark.parametrize("how", FEEDS)
+def test_client_answers_messages_before_the_servers_close(how: str) -> None:
+    proto = client()
+    data = frame(1, b"one", mask=False) + frame(8, close_payload(1001), mask=False)
+    assert feed(proto, data, how) == [Message("one"), Close(1001, "")]
+    assert proto.close_pending and proto.data_to_send() == []
+    proto.send_message("answer")
+    proto.send_close()
+    out = proto.data_to_send()
+    assert [part[0] for part in out] == [0x81, 0x88]  # masked answer, masked reply, no FIN yet
+    assert proto.close_expected() and proto.close_code == 1001
+
+
+def test_a_ping_before_the_close_is_answered_first_one_after_it_not() -> None:
+    proto = server()
+    proto.receive_data(frame(1, b"m") + frame(9, b"before") + frame(8) + frame(9, b"after"))
+    assert sent(proto) == frame(10, b"before", mask=False)
+    proto.send_ping(b"ours")  # control frames may still go out before the reply
+    proto.send_close()
+    assert sent(proto) == frame(9, b"ours", mask=False) + frame(8, mask=False)
+
+
+def test_broadcast_frames_go_out_before_the_reply_and_not_after() -> None:
+    proto = server()
+    proto.receive_data(MSG_MSG_CLOSE)
+    shared = protocol.FramedMessage.frame("news")
+    proto.send_framed(shared)
+    assert sent(proto) == frame(1, b"news", mask=False)
+    proto.send_close()
+    sent(proto)
+    with pytest.raises(protocol.InvalidState):
+        proto.send_framed(shared)
+    assert proto.data_to_send() == []
+
+
+def test_ending_before_the_reply_keeps_the_peers_code() -> None:
+    """7.1.5: the close code is the one in the first close frame received, not 1006."""
+    for end in ("abort", "eof"):
+        proto = server()
+        proto.receive_data(frame(8, close_payload(4001, "theirs")))
+        if end == "abort":
+            proto.abort("socket error while sending")
+        else:
+            proto.receive_eof()
+        assert (proto.close_code, proto.close_reason, proto.close_initiator) == (
+            4001,
+            "theirs",
+            "remote",
+        )
+        assert proto.data_to_send() == [EOF_MARK]  # no reply: we could not write it
+
+
+def test_failing_before_the_reply_sends_one_close_with_the_failure_code() -> None:
+    proto = server()
+    proto.receive_data(MSG_MSG_CLOSE)
+    proto.fail(1011, "handler crashed")
+    assert proto.data_to_send() == [
+        frame(8, close_payload(1011, "handler crashed"), mask=False),
+        EOF_MARK,
+    ]
+    assert proto.close_code == 1011 and not proto.close_pending
+
+
 # ------------------------------------------- the connection's life (RFC 6455 7.1)
 
 EOF_MARK = protocol.END_OF_STREAM
@@ -393,6 +485,7 @@ def test_server_answers_a_close_then_ends_tcp_first(how: str) -> None:
     data = frame(8, close_payload(1000, "bye")) + frame(1, b"trailing, ignored")
     events = feed(proto, data, how)
     assert events == [Close(1000, "bye")]
+    proto.send_close()
     assert proto.data_to_send() == [frame(8, struct.pack("!H", 1000), mask=False), EOF_MARK]
     assert proto.state is State.CLOSED and not proto.close_expected()
     assert (proto.close_code, proto.close_reason, proto.close_initiator) == (1000, "bye", "remote")
@@ -438,6 +531,7 @@ def test_server_closes_first_then_ends_tcp_on_the_reply() -> None:
 def test_client_answers_a_close_and_waits_for_the_servers_fin() -> None:
     proto = client()
     proto.receive_data(frame(8, close_payload(1000), mask=False))
+    proto.send_close()
     out = proto.data_to_send()
     assert len(out) == 1 and out[0][:2] == b"\x88\x82"  # masked reply, no end of stream yet
     assert proto.state is State.CLOSED and proto.close_expected()

@@ -21,6 +21,15 @@ and, as soon as it turns false, starts :func:`wsgiws.drain.start`: every open
 WebSocket gets ``1001 Going Away`` and a closing handshake bounded to fit in
 ``graceful_timeout``, and upgrade requests that still arrive get 503.
 
+Under ``-k gevent`` the hook also lets each WebSocket leave gunicorn's request
+once its 101 is out (:func:`wsgiws.servers.gunicorn.serve_detached`): the
+connection then holds none of gunicorn's per-request objects (about a third of
+an idle connection's memory). Such a connection no longer takes one of
+gunicorn's ``worker_connections`` slots, so wsgiws counts it instead: past
+``worker_connections`` open WebSockets an upgrade gets ``503`` (unless the app
+set ``max_connections``), and a stopping worker waits for its WebSockets after
+gunicorn's own wait, bounded by the drain's close timeout.
+
 The hook runs in each worker after the app is loaded, so it works with
 ``--preload`` too (nothing is set up in the master).
 """
@@ -31,8 +40,8 @@ import threading
 import time
 from typing import Any
 
-from . import drain
-from .servers.gunicorn import warn_sync_worker
+from . import drain, limits
+from .servers.gunicorn import enable_detach, warn_sync_worker
 
 __all__ = ["POLL_INTERVAL", "install_drain", "post_worker_init"]
 
@@ -53,6 +62,43 @@ def post_worker_init(worker: Any) -> None:
             getattr(worker.cfg, "threads", "?"),
         )
     install_drain(worker)
+    if _is_gevent_worker(worker):
+        _detach_websockets(worker)
+
+
+def _is_gevent_worker(worker: Any) -> bool:
+    """``-k gevent`` (gunicorn's own HTTP handling on gevent), not ``gevent_pywsgi``."""
+    try:
+        from gunicorn.workers.ggevent import GeventWorker
+    except ImportError:  # pragma: no cover - gunicorn without gevent support
+        return False
+    return isinstance(worker, GeventWorker) and getattr(worker, "server_class", None) is None
+
+
+def _detach_websockets(worker: Any) -> None:
+    enable_detach()
+    connections = getattr(worker, "worker_connections", None)
+    limits.set_default_max_connections(connections if isinstance(connections, int) else None)
+    close_timeout = close_timeout_for(worker)
+    run = worker.run
+
+    def run_then_wait_for_websockets() -> None:
+        run()
+        # gunicorn waited for the greenlets of its pool; the WebSockets left it at the 101.
+        drain.start(close_timeout=close_timeout)  # a no-op when the watcher already began
+        deadline = time.monotonic() + close_timeout + 1.0
+        while drain.open_websockets():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                worker.log.warning(
+                    "wsgiws: %d WebSocket(s) still open after the drain; exiting",
+                    len(drain.open_websockets()),
+                )
+                return
+            worker.notify()  # the arbiter's heartbeat, as gunicorn's own wait gives it
+            drain.wait_closed(min(1.0, left))
+
+    worker.run = run_then_wait_for_websockets
 
 
 def close_timeout_for(worker: Any) -> float:

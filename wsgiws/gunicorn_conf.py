@@ -31,9 +31,11 @@ __all__ = [
 # open WebSocket costs memory (tens of KiB), not a thread.
 worker_class = "gevent"
 
-# Each open WebSocket holds one connection slot for its whole life, so this is the
-# per-worker ceiling on concurrent WebSockets plus ordinary requests. Keep it under
-# the process's open-file limit (ulimit -n).
+# The per-worker ceiling on ordinary requests in progress and, separately, on open
+# WebSockets: with the hook below, a WebSocket leaves gunicorn's request (and its
+# connection slot) at its 101, and past this many open WebSockets an upgrade gets 503
+# with Retry-After (unless the app sets max_connections). Keep twice this under the
+# process's open-file limit (ulimit -n).
 worker_connections = 10000
 
 # On async workers `timeout` is not a request deadline: it is the heartbeat the

@@ -17,6 +17,10 @@ set per app (the middleware's keywords) and per route (the route's keywords):
 - ``idle_timeout``: seconds without a data message either way; then the
   connection closes with ``1000`` and reason ``"idle timeout"``.
 
+Under gunicorn's gevent worker with :func:`wsgiws.gunicorn.post_worker_init`, where a
+WebSocket leaves gunicorn's pool at the 101, ``max_connections`` defaults to the
+worker's ``worker_connections`` (:func:`set_default_max_connections`).
+
 A route's connection limit is compared with the worker's count over every route:
 ``max_connections=100`` on a route means "accept here while the worker has fewer
 than 100 open WebSockets".
@@ -55,6 +59,7 @@ __all__ = [
     "client_address",
     "close_quietly",
     "revalidate_every",
+    "set_default_max_connections",
 ]
 
 logger = logging.getLogger("wsgiws")
@@ -144,6 +149,15 @@ def client_address(environ: Mapping[str, Any], trusted_proxies: Sequence[str] = 
 
 _open_total = 0
 _open_by_client: dict[str, int] = {}
+_default_max_connections: int | None = None
+
+
+def set_default_max_connections(limit: int | None) -> None:
+    """The worker's ``max_connections`` for options that leave it None (None: no limit)."""
+    global _default_max_connections
+    _default_max_connections = limit
+
+
 # Held only for a few integer updates, never across anything that blocks: one lock serves
 # greenlets and the gthread worker's OS threads alike (as in wsgiws.drain).
 _lock = threading.Lock()
@@ -187,15 +201,18 @@ def admit(environ: Mapping[str, Any], client: str, options: WebSocketOptions) ->
             metrics.limit("max_request_headers")
             raise Reject(431, f"upgrade request headers too large ({size} > {cap} bytes)")
     retry = [("Retry-After", str(RETRY_AFTER))]
+    limit = options.max_connections
+    if limit is None:
+        limit = _default_max_connections
     with _lock:
         total = _open_total
-        if options.max_connections is None or total < options.max_connections:
+        if limit is None or total < limit:
             per_client = options.max_connections_per_client
             if per_client is None or _open_by_client.get(client, 0) < per_client:
                 return Admission(client)
-    if options.max_connections is not None and total >= options.max_connections:
+    if limit is not None and total >= limit:
         metrics.limit("max_connections")
-        cap_text = f"max_connections={options.max_connections}"
+        cap_text = f"max_connections={limit}"
         raise Reject(503, f"worker has {total} WebSockets ({cap_text})", retry)
     metrics.limit("max_connections_per_client")
     raise Reject(429, f"{client} has {per_client} WebSockets (max_connections_per_client)", retry)

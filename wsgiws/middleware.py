@@ -21,7 +21,7 @@ from .limits import RateLimit, admit, client_address, close_quietly
 from .monitor import SessionObserver, refused
 from .protocol import CloseCode, Extension
 from .servers import ENVIRON_START_RESPONSE as ENVIRON_START_RESPONSE  # (re-exported)
-from .servers import Hijack, find_socket
+from .servers import Hijack, detacher, find_socket
 from .websocket import WebSocket
 
 __all__ = ["WebSocketMiddleware", "WebSocketOptions", "run_session"]
@@ -112,9 +112,12 @@ class _Opener:
             write(b"")  # flush the status line and headers now
         self.environ[ENVIRON_ACCEPTED] = True
         self.environ[ENVIRON_HIJACK] = self.hijack
-        sock = self.hijack.sock
-        leftover = self.hijack.take_buffered()
-        self.hijack.take_buffered = bytes  # taken once: the environ keeps no closure for life
+        hijack = self.hijack
+        leftover = hijack.take_buffered()
+        hijack.take_buffered = bytes  # taken once: the environ keeps no closure for life
+        if hijack.detach is not None:  # the connection leaves the server's request here
+            hijack.sock, hijack.detach = hijack.detach(), None
+        sock = hijack.sock
         sock.settimeout(None)
         return sock, leftover
 
@@ -302,8 +305,16 @@ class WebSocketMiddleware:
         route = self.routes.get(environ.get("PATH_INFO", ""))
         if route is None and not is_upgrade_request(environ):
             return self._app(environ, start_response)
+        detach = detacher(environ)
+        if detach is not None:  # the connection may leave the server's request at the 101
+            return detach(environ, start_response, self._upgrade)
+        return self._upgrade(environ, start_response)
+
+    def _upgrade(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """An upgrade request, or any request for a route."""
         environ[ENVIRON_START_RESPONSE] = start_response
         environ.setdefault(ENVIRON_OPTIONS, self.options)
+        route = self.routes.get(environ.get("PATH_INFO", ""))
         if route is not None:
             handler, options = route
             try:

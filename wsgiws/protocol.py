@@ -80,7 +80,7 @@ class Role(enum.Enum):
 class State(enum.Enum):
     """Where the closing handshake stands (the opening one is done before an engine exists)."""
 
-    OPEN = 1  #: data flows both ways
+    OPEN = 1  #: data flows both ways; from us only once the peer's close came (close_pending)
     CLOSING = 2  #: we sent a close frame and await the peer's
     CLOSED = 3  #: both close frames were exchanged, the connection failed, or TCP ended
 
@@ -522,19 +522,17 @@ class Protocol:
             self.close_received = close
             events.append(close)
             if self.close_sent is None:
-                # The peer closes first: pings before its close still get their pongs, then
-                # our reply echoes its code (RFC 6455 5.5.1; an empty close, an empty reply).
-                self._take_pongs()
-                self._queue_close(close.code, "")
-                self._end(close.code, close.reason, "remote")
+                # The peer closes first. Our reply waits until the application has taken
+                # the messages that came before this close (they follow it in ``events``):
+                # until then it may still answer them (see send_close, close_pending).
+                return
+            # The reply to our close. Our code describes the connection unless the peer
+            # answered with the same one (or none): then its reason is the fuller one.
+            ours = self.close_sent
+            if ours.code in (close.code, CloseCode.NO_STATUS):
+                self._end(close.code, close.reason, "local")
             else:
-                # The reply to our close. Our code describes the connection unless the peer
-                # answered with the same one (or none): then its reason is the fuller one.
-                ours = self.close_sent
-                if ours.code in (close.code, CloseCode.NO_STATUS):
-                    self._end(close.code, close.reason, "local")
-                else:
-                    self._end(ours.code, ours.reason, "local")
+                self._end(ours.code, ours.reason, "local")
 
     def _message_chunk(self, chunk: bytes, last: bool, events: list[Event]) -> None:
         """A piece of the current message's payload; ``last`` ends the message."""
@@ -611,7 +609,8 @@ class Protocol:
         """End the connection without (the rest of) a closing handshake: the I/O layer gave
         up (a close timeout, a socket error). A no-op once closed.
 
-        Our close's code describes the end if we had sent one; else it is 1006 (abnormal).
+        Our close's code describes the end if we had sent one, else the peer's if it had
+        closed; else it is 1006 (abnormal).
         """
         if self.state is _CLOSED:
             return
@@ -619,6 +618,11 @@ class Protocol:
         ours = self.close_sent
         if ours is not None:
             self._end(ours.code, ours.reason, "local")
+        elif self.close_received is not None:
+            # Before our reply: "the status code contained in the first Close control frame
+            # received" describes the end (RFC 6455 7.1.5), not 1006.
+            theirs = self.close_received
+            self._end(theirs.code, theirs.reason, "remote")
         else:
             self._end(CloseCode.ABNORMAL, reason, "abnormal")
 
@@ -726,17 +730,39 @@ class Protocol:
         self._out.append(frame(Opcode.PING, payload, masked=self._is_client))
 
     def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Start the closing handshake (RFC 6455 7.1.2); a no-op once closing or closed.
+        """Start the closing handshake (RFC 6455 7.1.2), or answer the peer's close when it
+        started it (:attr:`close_pending`); a no-op once closing or closed.
 
-        A streamed message still unfinished cannot be completed: the close goes out
-        anyway (a control frame may come between fragments, 5.4).
+        The answer echoes the peer's code, whatever ``code`` says: "the endpoint typically
+        echos the status code it received" (5.5.1), and that code describes the end
+        (7.1.5); then the connection is closed. A streamed message still unfinished
+        cannot be completed: the close goes out anyway (a control frame may come between
+        fragments, 5.4).
         """
         encode_close_payload(code, reason)  # validate before changing anything
         if self.state is not _OPEN:
             return
         self._take_pongs()  # pings that came before our close still get their pongs, first
+        theirs = self.close_received
+        if theirs is not None:
+            self._queue_close(theirs.code, "")  # an empty close gets an empty reply
+            self._end(theirs.code, theirs.reason, "remote")
+            return
         self._queue_close(code, reason)
         self.state = State.CLOSING
+
+    @property
+    def close_pending(self) -> bool:
+        """True while the peer's close awaits our reply (:meth:`send_close` sends it).
+
+        RFC 6455 5.5.1: the endpoint receiving a close "MUST send a Close frame in
+        response ... as soon as practical" and "MAY delay sending a Close frame until
+        its current message is sent". The engine leaves the moment to the I/O layer:
+        when the application has taken the messages that preceded the close, it may
+        answer them first, so the data in flight is not lost (1.4). Until the reply the
+        engine still sends data frames; it ignores anything more from the peer.
+        """
+        return self.close_received is not None and self.state is _OPEN
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 7.1.7): a close with ``code`` unless one was sent,

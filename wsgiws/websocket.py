@@ -23,7 +23,7 @@ from typing import Any, Final
 from typing import Protocol as _Interface
 
 from . import connlog
-from ._runtime import Lock, Runtime, has_unread_data, runtime_for
+from ._runtime import Lock, Runtime, Timer, has_unread_data, runtime_for
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -36,6 +36,7 @@ from .keepalive import Keepalive
 from .observer import ConnectionObserver
 from .protocol import (
     OK_CLOSE_CODES,
+    Close,
     CloseCode,
     Extension,
     FramedMessage,
@@ -106,6 +107,7 @@ class WebSocket:
         "__weakref__",
         "_bytes_in",
         "_close_callbacks",
+        "_close_timer",
         "_drained",
         "_finished",
         "_handed_out",
@@ -200,6 +202,7 @@ class WebSocket:
         self._pong_waiters: list[tuple[bytes, float, list[bool]]] = []
         self._keepalive: Keepalive | None = None
         self._close_callbacks: list[Callable[[WebSocket], object]] | None = None
+        self._close_timer: Timer | None = None  # bounds the wait for our close reply
         self._read_lock: Lock
         self._send_lock: Lock
         if sock is not None:
@@ -213,7 +216,10 @@ class WebSocket:
             return ConnectionState.CLOSED
         if self._proto is None:
             return ConnectionState.UNACCEPTED
-        return ConnectionState.OPEN if self._proto.state is _OPEN else ConnectionState.CLOSING
+        proto = self._proto
+        if proto.state is _OPEN and proto.close_received is None:
+            return ConnectionState.OPEN
+        return ConnectionState.CLOSING
 
     @property
     def accepted(self) -> bool:
@@ -295,18 +301,24 @@ class WebSocket:
         Raises :class:`ReceiveTimeout` after ``timeout`` seconds without one (the
         connection stays usable), :class:`ConnectionClosedOK` after a normal
         close and :class:`ConnectionClosedError` after any other end.
+
+        When the peer closes, the messages it sent before come first; reaching its
+        close sends our reply (until then, sends still go out: the answers to them).
         """
         incoming = self._incoming
         if not incoming:
             incoming = ()  # holds no reference to a deque while blocked in _read
-            if self._proto is None:
-                self.accept()
+            proto = self._ensure_open()
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._incoming:
                 if self._finished:
                     raise self._closed_exception()
                 if self._pending_failure is not None:
                     self._fail(self._pending_failure.code, self._pending_failure.reason)
+                    continue
+                if proto.close_pending:
+                    # Everything the peer sent before its close is taken: answer it now.
+                    self._send_close(proto, CloseCode.NORMAL, "")
                     continue
                 self._read(deadline)
             incoming = self._incoming
@@ -348,6 +360,9 @@ class WebSocket:
         try:
             if self._incoming or self._finished or self._pending_failure is not None:
                 return
+            assert self._proto is not None
+            if self._proto.close_pending:
+                return  # nothing more counts from the peer; the reply is the receiver's to send
             if self._writer.holding:
                 self._flush()  # replies must not wait for the peer's next message
             data: bytes | None = self._leftover
@@ -431,6 +446,8 @@ class WebSocket:
                     self._incoming.append(event.data)
             elif type(event) is Pong:
                 self._pong_arrived(event.payload)
+            elif type(event) is Close and proto.close_pending:
+                self._bound_close_reply()
             elif type(event) is ProtocolFailure:
                 self._failed(event, "failed")
         self._settle(reading=True)
@@ -700,7 +717,11 @@ class WebSocket:
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection: send a close frame, wait up to ``close_timeout``
-        for the peer's, then end TCP. Does nothing if already closed."""
+        for the peer's, then end TCP. Does nothing if already closed.
+
+        If the peer closed first, this sends the reply (echoing the peer's code) and
+        the connection is over; messages from the peer not taken yet can still be
+        received."""
         if self._finished:
             return
         proto = self._ensure_open()
@@ -708,18 +729,52 @@ class WebSocket:
             self._fail(self._pending_failure.code, self._pending_failure.reason)
             return
         deadline = time.monotonic() + self.close_timeout
-        try:
-            sent = self._send(proto.send_close, (code, reason), deadline)
-        except ConnectionClosed:
-            return
-        if not sent:
-            # A send is stuck behind a peer that does not read: no clean close is possible.
-            self._give_up("send blocked while closing")
+        if not self._send_close(proto, code, reason, deadline):
             return
         self._wait(lambda: self._finished, deadline)
         if not self._finished:
             proto.abort("no close frame from the peer within close_timeout")
             self._finish()
+
+    def _send_close(
+        self, proto: Protocol, code: int, reason: str, deadline: float | None = None
+    ) -> bool:
+        """Send our close, or our reply to the peer's; False when the connection is over.
+
+        Waits for the send lock until ``deadline`` (default: ``close_timeout`` from now).
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.close_timeout
+        try:
+            sent = self._send(proto.send_close, (code, reason), deadline)
+        except ConnectionClosed:
+            return False
+        if not sent:
+            # A send is stuck behind a peer that does not read: no clean close is possible.
+            self._give_up("send blocked while closing")
+        return sent
+
+    def _bound_close_reply(self) -> None:
+        """The peer closed: our reply waits for the application to take the messages
+        before that close (receive) or to close, but not beyond ``close_timeout``.
+
+        RFC 6455 5.5.1 wants the reply "as soon as practical" and lets an endpoint delay
+        it only "until its current message is sent"; 7.1.1 and 7.1.7 make the peer wait
+        for it. A handler that stopped reading (one that only sends, or is stuck) must not
+        keep the connection half-open: ``close_timeout``, the wait we allow the peer for
+        its reply to our close, is the wait it gets for ours.
+        """
+        if self._rt is not None and self._close_timer is None:
+            self._close_timer = self._rt.call_later(self.close_timeout, self._close_reply_due)
+
+    def _close_reply_due(self) -> None:
+        # A timer callback, on a greenlet or thread of its own: it may block on the send lock.
+        self._close_timer = None
+        proto = self._proto
+        if self._finished or proto is None or not proto.close_pending:
+            return
+        connlog.log(self, logging.INFO, "peer's close unanswered after close_timeout: replying")
+        self._send_close(proto, CloseCode.NORMAL, "")
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection: the engine queues the close; it goes out, then TCP ends."""
@@ -737,9 +792,10 @@ class WebSocket:
 
     def _wait(self, condition: Callable[[], bool], deadline: float) -> bool:
         """Read until ``condition()`` holds or ``deadline`` passes."""
+        assert self._proto is not None
         while not condition():
-            if self._finished or time.monotonic() >= deadline:
-                return condition()
+            if self._finished or self._proto.close_pending or time.monotonic() >= deadline:
+                return condition()  # (after the peer's close nothing more comes)
             try:
                 self._read(deadline)
             except ReceiveTimeout:
@@ -763,6 +819,9 @@ class WebSocket:
         self._finished = True
         proto = self._proto
         assert proto is not None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         if write and (proto.has_output or self._writer.holding):
             self._flush(timeout=self.close_timeout)
         self.close_code = proto.close_code
@@ -876,8 +935,8 @@ class WebSocket:
         return self._bytes_in
 
     def keepalive_ping(self, timeout: float) -> bool:
-        if self._finished or self._proto is None:
-            return False
+        if self._finished or self._proto is None or self._proto.close_pending:
+            return False  # after the peer's close, the close timer bounds the connection
         try:
             sent = self._ping(self._proto, b"", [], time.monotonic() + timeout)
         except ConnectionClosed:

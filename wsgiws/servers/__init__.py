@@ -14,7 +14,7 @@ from typing import Any
 
 from ..exceptions import HijackError
 
-__all__ = ["Hijack", "find_socket"]
+__all__ = ["Detacher", "Hijack", "detacher", "find_socket"]
 
 
 def is_socket(obj: object) -> bool:
@@ -44,6 +44,10 @@ class Hijack:
     send_head: Callable[[str, Sequence[tuple[str, str]]], None] | None = None
     #: What the WSGI app returns to the server once the WebSocket is over.
     end: Callable[[], Iterable[bytes]] = list
+    #: Called once the 101 is out and the buffered bytes taken, for a server the
+    #: connection leaves at that point (see :func:`detacher`): returns the socket to
+    #: use from then on; None: the connection stays in the server's request.
+    detach: Callable[[], socket.socket] | None = None
 
 
 from . import gunicorn, pywsgi, testing, uwsgi, werkzeug  # noqa: E402  (they use Hijack and is_socket)
@@ -65,6 +69,24 @@ def find_socket(environ: Mapping[str, Any]) -> Hijack:
         f"{server_name(environ)} does not give WSGI applications access to the client socket, "
         "so it cannot serve WebSockets; run the app under gunicorn (-k gevent) or gevent.pywsgi"
     )
+
+
+#: ``detach(environ, start_response, serve)``: runs ``serve(environ, start_response)`` (the
+#: upgrade request's WSGI call) so that the connection can leave the server's request at
+#: the 101; returns what the server gets back.
+Detacher = Callable[
+    [dict[str, Any], Callable[..., Any], Callable[[dict[str, Any], Callable[..., Any]], Any]],
+    Iterable[bytes],
+]
+
+
+def detacher(environ: Mapping[str, Any]) -> Detacher | None:
+    """How this server lets an upgraded connection leave its request, or None.
+
+    Only gunicorn's gevent worker does, once :func:`wsgiws.gunicorn.post_worker_init`
+    turned it on (it also makes the worker wait for those connections when it stops).
+    """
+    return gunicorn.detacher(environ)
 
 
 def server_name(environ: Mapping[str, Any]) -> str:

@@ -3,6 +3,10 @@
 gunicorn puts the socket in ``gunicorn.socket``; bytes read past the request
 headers stay in its parser's unreader, behind ``wsgi.input``.
 
+On the ``-k gevent`` worker, once :func:`wsgiws.gunicorn.post_worker_init` turned
+it on, an upgraded connection leaves gunicorn's request at the 101 (see
+:func:`detacher`): it then holds none of gunicorn's per-request objects.
+
 On the ``sync`` worker (a standard socket, ``wsgi.multithread`` false) one
 WebSocket takes the whole worker, and the arbiter kills the worker, with its
 socket, once it has been busy for ``timeout`` seconds: the first upgrade logs a
@@ -11,10 +15,16 @@ warning saying so (:func:`wsgiws.gunicorn.post_worker_init` says it at start-up)
 
 from __future__ import annotations
 
+import contextvars
+import io
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
+
+import gevent
+import greenlet
+from gevent import socket as gsocket
 
 if TYPE_CHECKING:
     from . import Hijack
@@ -46,6 +56,204 @@ def warn_sync_worker(
         (log or logger.warning)("wsgiws: " + SYNC_WORKER_WARNING, timeout)
 
 
+# ------------------------------------------------- leaving gunicorn's request at the 101
+
+#: Set by :func:`wsgiws.gunicorn.post_worker_init` in a ``-k gevent`` worker.
+_detaching = False
+
+#: environ key of the :class:`_Handoff` while an upgrade request runs detachable.
+ENVIRON_HANDOFF = "wsgiws.gunicorn.handoff"
+
+#: ``wsgi.input`` once the connection is ours: the request had no body, and gunicorn's
+#: reader (with its parser and buffers) must not stay alive through the environ.
+_NO_BODY = io.BytesIO(b"")
+_shared_errors: dict[str, Any] = {}
+
+
+def enable_detach(enabled: bool = True) -> None:
+    """Let upgraded connections of this (``-k gevent``) worker leave gunicorn's request."""
+    global _detaching
+    _detaching = enabled
+
+
+def detacher(environ: Mapping[str, Any]) -> Callable[..., Iterable[bytes]] | None:
+    # A plain gevent socket only: a TLS socket cannot be detached from its SSL state.
+    if _detaching and type(environ.get("gunicorn.socket")) is gsocket.socket:
+        return serve_detached
+    return None
+
+
+def serve_detached(
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+    serve: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]],
+) -> Iterable[bytes]:
+    """Run the upgrade request in a greenlet of its own; gunicorn's greenlet waits for the
+    outcome and gets back either the HTTP answer (a refusal, an ordinary response) or,
+    once the 101 is out, nothing to write.
+
+    gunicorn's request then ends as for any upgrade: it writes nothing more (a 101 has no
+    body), logs the access line (its time is the handshake's), runs ``post_request``, and
+    closes its socket object, which no longer owns the connection's file descriptor.
+    Its greenlet, frames and Request/Response/parser objects (about 5 KiB per connection)
+    go; so does the connection's slot in gunicorn's pool, which is why the limit and the
+    wait at shutdown are wsgiws's (see :mod:`wsgiws.gunicorn`).
+    """
+    waiting = greenlet.getcurrent()
+    handoff = _Handoff(environ, start_response, waiting)
+    environ[ENVIRON_HANDOFF] = handoff
+    runner = _idle_runners.pop() if _idle_runners else None
+    if runner is None or runner.dead:
+        runner = greenlet.greenlet(_run_sessions, parent=gevent.get_hub())
+    # The request's context (contextvars an outer middleware set) goes with it.
+    runner.gr_context = contextvars.copy_context()
+    # Straight into the runner, not through the event loop: it runs until the 101 or
+    # its first wait, and switches back here once the outcome is in handoff.outcome.
+    _jobs.append((handoff, serve))
+    try:
+        runner.switch()
+        while handoff.outcome is _PENDING:  # woken by something else: wait for the runner
+            gevent.get_hub().switch()
+    except BaseException:  # killed while waiting (the worker stopping): nobody to answer
+        handoff.waiting = None
+        raise
+    outcome, handoff.outcome = handoff.outcome, None
+    if isinstance(outcome, _Failed):
+        raise outcome.exc  # still HTTP: gunicorn answers it (a 500)
+    return cast("Iterable[bytes]", outcome)
+
+
+_PENDING = object()
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+#: Runner greenlets waiting for their next upgrade request. A greenlet is reused, not
+#: made per connection: making one (its first Python frame maps a fresh data stack) and
+#: a round trip through the event loop cost more than the rest of the hand-off.
+_idle_runners: list[greenlet.greenlet] = []
+MAX_IDLE_RUNNERS = 64
+#: The job being handed to a runner (at most one, only during the switch). Not passed as
+#: the switch's argument: a greenlet's first arguments stay referenced for its life.
+_jobs: list[tuple[_Handoff, Callable[..., Iterable[bytes]]]] = []
+
+
+def _run_sessions() -> None:
+    """A runner: serves upgrade requests one after another, parked in between.
+
+    Parked means suspended in a switch; whoever has a job for it puts it in ``_jobs``
+    and switches straight into it (:func:`serve_detached`). Nothing of a finished
+    request stays referenced from here while parked.
+    """
+    me = greenlet.getcurrent()
+    hub = gevent.get_hub()
+    while _jobs:  # none: something left behind woke us by mistake; leave, serve nothing
+        handoff, serve = _jobs.pop()
+        outcome = handoff.run(serve)
+        waiting = handoff.waiting  # None once the 101 let gunicorn's greenlet go
+        if waiting is not None:
+            handoff.outcome = outcome
+        del outcome
+        del handoff, serve
+        me.gr_context = None  # the next request brings its own
+        if len(_idle_runners) >= MAX_IDLE_RUNNERS:
+            hub.loop.run_callback(_resume, waiting)
+            return
+        _idle_runners.append(me)
+        try:
+            (waiting if waiting is not None and not waiting.dead else hub).switch()
+        except BaseException:  # something left behind woke us with an exception
+            break
+        finally:
+            del waiting
+    if me in _idle_runners:
+        _idle_runners.remove(me)
+
+
+def _resume(waiting: greenlet.greenlet | None) -> None:
+    if waiting is not None and not waiting.dead:
+        waiting.switch()
+
+
+class _Handoff:
+    """The upgrade request's ``start_response`` while it may still leave gunicorn's request."""
+
+    __slots__ = ("environ", "outcome", "start_response", "waiting")
+
+    def __init__(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        waiting: greenlet.greenlet,
+    ) -> None:
+        self.environ = environ
+        self.start_response: Callable[..., Any] | None = start_response
+        #: gunicorn's greenlet, until the 101 lets it go
+        self.waiting: greenlet.greenlet | None = waiting
+        #: what gunicorn's greenlet gets: the HTTP answer, a _Failed, or [] after a 101
+        self.outcome: object = _PENDING
+
+    def __call__(self, *args: Any) -> Callable[[bytes], object]:
+        if self.start_response is None:
+            return _left_gunicorn(*args)
+        return cast("Callable[[bytes], object]", self.start_response(*args))
+
+    def run(self, serve: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]) -> object:
+        """Serve the request; what gunicorn's greenlet gets (unused once it was let go)."""
+        try:
+            result = serve(self.environ, self)
+        except BaseException as exc:
+            if self.waiting is not None:
+                return _Failed(exc)
+            if not isinstance(exc, gevent.GreenletExit):
+                logger.exception("wsgiws: upgrade request for %s", self.environ.get("PATH_INFO"))
+            return None
+        if self.waiting is not None:
+            return result
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception(
+                    "wsgiws: closing the response for %s", self.environ.get("PATH_INFO")
+                )
+        return None
+
+    def detach(self) -> socket.socket:
+        """The 101 is out: take the file descriptor into a socket of our own and let
+        gunicorn's request finish."""
+        from . import ENVIRON_START_RESPONSE
+
+        environ = self.environ
+        old = cast(socket.socket, environ["gunicorn.socket"])
+        family, kind, proto = old.family, old.type, old.proto
+        sock = cast(socket.socket, gsocket.socket(family, kind, proto, fileno=old.detach()))
+        environ["gunicorn.socket"] = sock
+        # What would keep gunicorn's Request, Response, parser and old socket object alive:
+        environ["wsgi.input"] = _NO_BODY
+        environ.pop("wsgi.early_hints", None)  # a closure over them; no 103 after a 101
+        environ[ENVIRON_START_RESPONSE] = _left_gunicorn
+        # One per request, all alike (gunicorn's error log): share the first.
+        environ["wsgi.errors"] = _shared_errors.setdefault("wsgi.errors", environ["wsgi.errors"])
+        del environ[ENVIRON_HANDOFF]
+        self.start_response = None
+        # gunicorn's greenlet finishes its request (nothing to write) once we next wait.
+        waiting, self.waiting = self.waiting, None
+        self.outcome = []
+        gevent.get_hub().loop.run_callback(_resume, waiting)
+        return sock
+
+
+def _left_gunicorn(*args: Any) -> Callable[[bytes], object]:
+    raise RuntimeError("wsgiws: start_response after the connection left gunicorn's request")
+
+
 def find(environ: Mapping[str, Any]) -> Hijack | None:
     from . import ENVIRON_START_RESPONSE, Hijack, is_socket
 
@@ -56,7 +264,10 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
     # parse a next request from a socket we closed (a Request, a parser and a read per
     # connection for nothing). Its 101 still says "Connection: upgrade" (gunicorn's
     # Response puts the upgrade first); the access log line is written as before.
-    response = getattr(environ.get(ENVIRON_START_RESPONSE), "__self__", None)
+    start_response = environ.get(ENVIRON_START_RESPONSE)
+    if isinstance(start_response, _Handoff):
+        start_response = start_response.start_response
+    response = getattr(start_response, "__self__", None)
     force_close = getattr(response, "force_close", None)
     if callable(force_close):
         force_close()
@@ -79,4 +290,6 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         buf.truncate()
         return data
 
-    return Hijack(cast(socket.socket, sock), take_buffered)
+    handoff = environ.get(ENVIRON_HANDOFF)
+    detach = handoff.detach if isinstance(handoff, _Handoff) else None
+    return Hijack(cast(socket.socket, sock), take_buffered, detach=detach)
