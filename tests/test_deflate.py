@@ -450,10 +450,13 @@ def test_compressed_window_respects_negotiated_bits() -> None:
     narrow = PerMessageDeflate(local_max_window_bits=10)
     wide = PerMessageDeflate(local_max_window_bits=12)
     assert len(wide.encode(data)) < 2100
-    assert len(narrow.encode(data)) > 3900
+    # One message only: a second one (context takeover) may refer into the first one's
+    # last 1 KiB, which a fresh inflater has not seen (that made this test fail ~2 % of runs).
+    encoded = narrow.encode(data)
+    assert len(encoded) > 3900
     # Inflating with exactly the negotiated window works.
     inflater = zlib.decompressobj(-10)
-    assert inflater.decompress(narrow.encode(data) + b"\x00\x00\xff\xff") == data
+    assert inflater.decompress(encoded + b"\x00\x00\xff\xff") == data
 
 
 def test_rfc7692_examples() -> None:
