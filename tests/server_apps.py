@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -136,7 +137,8 @@ REQUEST_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag")
 
 def outer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """An app around the middleware (as a tracing middleware is); with ``/live`` it counts
-    the objects of gunicorn's requests still alive (the gc's view, after a collection)."""
+    the objects of gunicorn's requests still alive (the gc's view, after a collection),
+    with ``/fds`` the worker's open file descriptors."""
     if environ.get("PATH_INFO") == "/live":
         import gc
 
@@ -144,6 +146,10 @@ def outer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
 
         gc.collect()
         body = str(sum(isinstance(o, Request) for o in gc.get_objects())).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    if environ.get("PATH_INFO") == "/fds":  # the worker's open file descriptors (no gc run)
+        body = str(len(os.listdir("/proc/self/fd"))).encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
     REQUEST_TAG.set(environ.get("QUERY_STRING", ""))

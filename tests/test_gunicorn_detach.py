@@ -8,6 +8,7 @@ worker's own count of gunicorn's request objects.
 from __future__ import annotations
 
 import contextlib
+import struct
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -50,6 +51,32 @@ def test_open_websockets_hold_no_gunicorn_request_and_no_pool_slot(server: Serve
         for i, ws in enumerate(sockets):  # and the WebSockets still work
             ws.send(f"again {i}")
             assert ws.recv(timeout=5) == f"again {i}"
+
+
+def open_fds(server: Server) -> int:
+    with urllib.request.urlopen(server.http_url + "/fds", timeout=5) as response:
+        return int(response.read())
+
+
+def test_a_closed_websocket_leaves_no_file_descriptor_behind(server: Server) -> None:
+    """Its connection goes on on gunicorn's own socket object, whose close gunicorn
+    makes once its request ends: the descriptor must close when the WebSocket ends, both
+    when gunicorn's close comes first and when the WebSocket ends first."""
+    before = open_fds(server)
+    for i in range(20):
+        client = RawClient(server.port, path="/echo")
+        assert client.accepted_properly()
+        if i % 2 == 0:  # a message, then the closing handshake
+            client.send_frame(0x1, b"x")
+            assert client.read_frame() == (0x1, True, b"x")
+            client.send_frame(0x8, struct.pack("!H", 1000))
+            assert client.read_close() == (1000, "")
+            assert client.rest_until_eof() == b""
+        client.close()  # (odd: TCP ends at once, likely before gunicorn's greenlet ran again)
+    deadline = time.monotonic() + 10
+    while (now := open_fds(server)) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert now == before
 
 
 def test_past_worker_connections_websockets_get_503_then_a_place_when_one_closes(

@@ -326,3 +326,59 @@ def test_gunicorn_is_told_an_upgraded_request_is_its_connections_last() -> None:
         environ = {"gunicorn.socket": a, ENVIRON_START_RESPONSE: response.start_response}
         assert gunicorn.find(environ) is not None
     assert response.must_close
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["gunicorn-27", "chunked-101"])
+def test_on_gunicorn_the_101_head_is_ours_and_gunicorn_writes_nothing_after_it(
+    chunked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's own Response, as its workers drive it: start_response, then close() once
+    the app returned. "chunked-101" is how gunicorn before 24 frames a 101 (as chunked,
+    ended by a last chunk on close): nothing of it may reach a WebSocket's stream."""
+    from gunicorn.config import Config
+    from gunicorn.http.wsgi import Response
+
+    from wsgiws.servers import ENVIRON_START_RESPONSE, gunicorn
+
+    if chunked:
+        monkeypatch.setattr(Response, "is_chunked", lambda self: True)
+
+    class Request:
+        version = (1, 1)
+        method = "GET"
+
+        def should_close(self) -> bool:
+            return False
+
+    a, b = socket.socketpair()
+    with a, b:
+        response = Response(Request(), a, Config())
+        environ = {"gunicorn.socket": a, ENVIRON_START_RESPONSE: response.start_response}
+        hijack = gunicorn.find(environ)
+        assert hijack is not None and hijack.send_head is not None
+        headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", "x"),
+        ]
+        hijack.send_head("101 Switching Protocols", headers)
+        response.close()  # what gunicorn does once the app returned
+        a.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := b.recv(4096):
+            received += chunk
+    assert received == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: x\r\n\r\n"
+    )
+    assert response.status == "101 Switching Protocols"  # for gunicorn's access line
+
+
+def test_on_gunicorn_without_a_response_to_drive_the_101_goes_through_start_response() -> None:
+    from wsgiws.servers import ENVIRON_START_RESPONSE, gunicorn
+
+    a, b = socket.socketpair()
+    with a, b:
+        environ = {"gunicorn.socket": a, ENVIRON_START_RESPONSE: lambda *args: None}
+        hijack = gunicorn.find(environ)
+        assert hijack is not None and hijack.send_head is None

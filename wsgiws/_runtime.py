@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Runtime", "has_unread_data", "runtime_for"]
+__all__ = ["Runtime", "has_unread_data", "os_lock", "runtime_for"]
 
 
 class Lock(Protocol):
@@ -56,6 +56,22 @@ class Runtime(Protocol):
     def wait_readable(self, sock: socket.socket, timeout: float | None) -> None:
         """Wait until ``sock`` is readable (only for sockets with a raw_socket);
         raise ``TimeoutError`` after ``timeout`` seconds."""
+
+
+def os_lock() -> Lock:
+    """A lock of the operating system, even where gevent patched ``threading``.
+
+    For module-level state whose critical sections never block or switch greenlets
+    (counters, registries): it serves greenlets and OS threads alike, and taking it is
+    one C call, where gevent's patched lock runs Python code on every acquire.
+    """
+    try:
+        from gevent.monkey import get_original
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        import _thread
+
+        return _thread.allocate_lock()
+    return get_original("_thread", "allocate_lock")()  # type: ignore[no-any-return]
 
 
 class _GeventTimer:
@@ -323,15 +339,24 @@ _gevent_runtime: GeventRuntime | None = None
 _thread_runtime = ThreadRuntime()
 
 
+#: gevent's socket classes, looked up on the first call (gevent is imported only then).
+_gevent_sockets: tuple[type, ...] | None = None
+
+
 def runtime_for(sock: socket.socket) -> Runtime:
     """The runtime matching how ``sock`` blocks."""
-    global _gevent_runtime
-    try:
-        from gevent import socket as gsocket
-        from gevent.ssl import SSLSocket
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return _thread_runtime
-    if isinstance(sock, (gsocket.socket, SSLSocket)):
+    global _gevent_runtime, _gevent_sockets
+    kinds = _gevent_sockets
+    if kinds is None:
+        try:
+            from gevent import socket as gsocket
+            from gevent.ssl import SSLSocket
+        except ImportError:  # pragma: no cover - gevent is a dependency
+            kinds = ()
+        else:
+            kinds = (gsocket.socket, SSLSocket)
+        _gevent_sockets = kinds
+    if isinstance(sock, kinds):
         if _gevent_runtime is None:
             _gevent_runtime = GeventRuntime()
         return _gevent_runtime

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
+
+from ._runtime import os_lock
 
 if TYPE_CHECKING:
     from .websocket import WebSocket
@@ -52,9 +53,9 @@ DEFAULT_REASON = "server restarting"
 
 C = TypeVar("C", bound=Callable[[], object])
 
-# Critical sections below never block or switch greenlets, so one lock serves
-# greenlets and threads alike (with gevent's monkey patching it is gevent's lock).
-_lock = threading.Lock()
+# Critical sections below never block or switch greenlets, so one OS lock serves
+# greenlets and threads alike (see os_lock).
+_lock = os_lock()
 _open: dict[int, WebSocket] = {}
 _callbacks: list[Callable[[], object]] = []
 _draining = False
@@ -182,7 +183,7 @@ def _reset() -> None:
     thread may have held the parent's at fork time).
     """
     global _lock, _draining, _close_timeout
-    _lock = threading.Lock()
+    _lock = os_lock()
     _draining = False
     _close_timeout = None
     _open.clear()

@@ -136,19 +136,23 @@ def validate_request(
     if environ.get("REQUEST_METHOD") != "GET":
         raise Reject(400, "WebSocket handshake must use GET")
     version = environ.get("SERVER_PROTOCOL", "")
-    if not version.startswith("HTTP/") or _version_tuple(version[5:]) < (1, 1):
+    if version != "HTTP/1.1" and (
+        not version.startswith("HTTP/") or _version_tuple(version[5:]) < (1, 1)
+    ):
         raise Reject(400, "WebSocket handshake needs HTTP/1.1 or later")
     host = environ.get("HTTP_HOST")
     if not host:
         raise Reject(400, "missing Host header")
-    upgrade = [t.lower() for t in header_tokens(environ.get("HTTP_UPGRADE"))]
-    if "websocket" not in upgrade:
+    # (The fast paths: the values every client sends, compared before tokenizing.)
+    upgrade = environ.get("HTTP_UPGRADE")
+    if upgrade != "websocket" and "websocket" not in [t.lower() for t in header_tokens(upgrade)]:
         raise Reject(
             426,
             "this endpoint speaks WebSocket only (missing 'Upgrade: websocket')",
             [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
         )
-    if "upgrade" not in (t.lower() for t in header_tokens(environ.get("HTTP_CONNECTION"))):
+    connection = environ.get("HTTP_CONNECTION")
+    if connection != "Upgrade" and "upgrade" not in (t.lower() for t in header_tokens(connection)):
         raise Reject(400, "missing 'Connection: Upgrade'")
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
         raise Reject(

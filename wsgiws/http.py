@@ -1,7 +1,8 @@
 """The one HTTP/1.1 head parser (RFC 9112): request and response heads, sans-I/O.
 
 The client handshake, the client's proxy tunnel and the in-process test server
-read heads here. A head is read up to its blank line (CRLF CRLF, or a bare
+read heads here; the servers' adapters that write a 101 themselves build it with
+:func:`response_head`. A head is read up to its blank line (CRLF CRLF, or a bare
 LF LF from lax peers), bounded in size and header count; malformed heads raise
 :class:`HeadError` with a short reason. Bodies are the callers' business.
 
@@ -12,6 +13,7 @@ a hundred lines against a dependency with a state machine we would not use.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +26,7 @@ __all__ = [
     "ResponseHead",
     "parse_request_head",
     "parse_response_head",
+    "response_head",
 ]
 
 #: Largest head (start line and headers) accepted.
@@ -123,3 +126,10 @@ def parse_request_head(head: str) -> RequestHead:
         raise HeadError(f"malformed HTTP request line: {lines[0][:200]!r}")
     method, target, version = parts
     return RequestHead(method, target, version, _parse_headers(lines[1:]))
+
+
+def response_head(status: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """An HTTP/1.1 response head: ``HTTP/1.1 <status>``, the header lines, the blank line."""
+    lines = [f"HTTP/1.1 {status}\r\n", *(f"{name}: {value}\r\n" for name, value in headers)]
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")

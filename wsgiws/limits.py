@@ -31,14 +31,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
-from ._runtime import Runtime, Timer
+from ._runtime import Runtime, Timer, os_lock
 from .connlog import label
 from .exceptions import ConnectionClosed
 from .handshake import Reject
@@ -158,9 +157,9 @@ def set_default_max_connections(limit: int | None) -> None:
     _default_max_connections = limit
 
 
-# Held only for a few integer updates, never across anything that blocks: one lock serves
-# greenlets and the gthread worker's OS threads alike (as in wsgiws.drain).
-_lock = threading.Lock()
+# Held only for a few integer updates, never across anything that blocks or switches: one
+# OS lock serves greenlets and the gthread worker's OS threads alike (as in wsgiws.drain).
+_lock = os_lock()
 
 
 class Admission:
@@ -221,7 +220,7 @@ def admit(environ: Mapping[str, Any], client: str, options: WebSocketOptions) ->
 def _reset() -> None:
     """Forget every place (tests; a forked worker)."""
     global _open_total, _lock
-    _lock = threading.Lock()  # another thread may have held the parent's at fork time
+    _lock = os_lock()  # another thread may have held the parent's at fork time
     _open_total = 0
     _open_by_client.clear()
 

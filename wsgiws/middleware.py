@@ -105,16 +105,18 @@ class _Opener:
             raise Reject(503, "server is restarting; reconnect", [("Retry-After", "1")])
         self.accept.subprotocol = ws.subprotocol
         status, headers = "101 Switching Protocols", self.accept.response_headers()
-        if self.hijack.send_head is not None:
-            self.hijack.send_head(status, headers)
+        hijack = self.hijack
+        # Each used once: the environ keeps no closure (over the server's request) for life.
+        send_head, hijack.send_head = hijack.send_head, None
+        if send_head is not None:
+            send_head(status, headers)
         else:
             write = start_response(status, headers)
             write(b"")  # flush the status line and headers now
         self.environ[ENVIRON_ACCEPTED] = True
-        self.environ[ENVIRON_HIJACK] = self.hijack
-        hijack = self.hijack
+        self.environ[ENVIRON_HIJACK] = hijack
         leftover = hijack.take_buffered()
-        hijack.take_buffered = bytes  # taken once: the environ keeps no closure for life
+        hijack.take_buffered = bytes
         if hijack.detach is not None:  # the connection leaves the server's request here
             hijack.sock, hijack.detach = hijack.detach(), None
         sock = hijack.sock

@@ -179,6 +179,8 @@ class SessionObserver:
         metrics.closed(self, code, initiator)
         if self.idle is not None:
             self.idle.cancel()
+        if not logger.isEnabledFor(logging.INFO):
+            return  # the line's arguments cost more than the check
         dropped = f", {self.dropped} dropped" if self.dropped else ""
         logger.info(
             "ws %s closed %d %r by %s after %.1f s; in %d msg %d B%s, out %d msg %d B; %s",

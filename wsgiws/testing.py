@@ -35,7 +35,7 @@ from .client import ClientWebSocket, client_websocket, open_handshake, use_geven
 from .client_handshake import ClientHandshake, HeadersLike, header_list, parse_uri
 from .deflate import DeflateOptions
 from .exceptions import HandshakeRejected, ReceiveTimeout
-from .http import HeadReader, RequestHead, parse_request_head
+from .http import HeadReader, RequestHead, parse_request_head, response_head
 from .servers.testing import ENVIRON_BUFFERED, ENVIRON_SOCKET
 
 __all__ = ["DEFAULT_RECEIVE_TIMEOUT", "TestClient", "TestWebSocket"]
@@ -225,8 +225,7 @@ class _InProcessServer:
     def _send_head(self, status: str, headers: list[tuple[str, str]]) -> None:
         self._headers_sent = True
         self.status = status
-        lines = [f"HTTP/1.1 {status}", *(f"{name}: {value}" for name, value in headers)]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.sock.sendall(response_head(status, headers))
 
     def _send_error(self, exc: BaseException) -> None:
         if self._headers_sent:

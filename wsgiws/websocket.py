@@ -320,7 +320,7 @@ class WebSocket:
                     # Everything the peer sent before its close is taken: answer it now.
                     self._send_close(proto, CloseCode.NORMAL, "")
                     continue
-                self._read(deadline)
+                self._read(deadline, receiving=True)
             incoming = self._incoming
         message = incoming.popleft()  # before yielding: another receiver may run meanwhile
         self._handed_out += 1
@@ -345,8 +345,9 @@ class WebSocket:
             except ConnectionClosedOK:
                 return
 
-    def _read(self, deadline: float | None) -> None:
-        """Read once from the socket (or wait for the greenlet that is reading)."""
+    def _read(self, deadline: float | None, receiving: bool = False) -> None:
+        """Read once from the socket (or wait for the greenlet that is reading);
+        ``receiving``: for :meth:`receive`, which takes what it reads next."""
         lock = self._read_lock
         if not lock.acquire(blocking=False):
             self._read_waiters += 1
@@ -375,7 +376,7 @@ class WebSocket:
             if not data:
                 self._lost("the peer closed TCP without a close frame", reading=True)
                 return
-            self._feed(data)
+            self._feed(data, receiving)
         finally:
             lock.release()
             if self._read_waiters and self._rt is not None:
@@ -419,7 +420,7 @@ class WebSocket:
             self._lost(f"socket error: {exc}", reading=True)
             return None
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes, receiving: bool = False) -> None:
         """Bytes from the peer into the engine; its events to their places (read lock held)."""
         proto = self._proto
         assert proto is not None
@@ -447,7 +448,8 @@ class WebSocket:
             elif type(event) is Pong:
                 self._pong_arrived(event.payload)
             elif type(event) is Close and proto.close_pending:
-                self._bound_close_reply()
+                if not receiving or self._incoming:  # else receive() replies right away
+                    self._bound_close_reply()
             elif type(event) is ProtocolFailure:
                 self._failed(event, "failed")
         self._settle(reading=True)
@@ -888,10 +890,13 @@ class WebSocket:
         try:
             if may_read and proto.close_expected():
                 self._read_until_eof(min(self.close_timeout, 2.0) if server else self.close_timeout)
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            # Sends our FIN if the engine's end of stream did not, and wakes any other
+            # greenlet reading; neither is left to do when we are the reader and it did.
+            if not (may_read and self._writer.ended):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             if not server and may_read:
                 sock.close()  # the client owns its socket; a server's belongs to the WSGI server
         finally:

@@ -23,7 +23,7 @@ class Writer:
     """Writes buffers to ``sock``; ``raw`` is the non-blocking OS socket under a gevent
     socket (tried first: no gevent machinery when the kernel takes everything), or None."""
 
-    __slots__ = ("_held", "_held_size", "_raw", "_sock", "holding")
+    __slots__ = ("_held", "_held_size", "_raw", "_sock", "ended", "holding")
 
     def __init__(self, sock: socket.socket, raw: socket.socket | None) -> None:
         self._sock = sock
@@ -33,6 +33,8 @@ class Writer:
         #: Are frames held back, waiting for the next write or :meth:`flush`? (An attribute,
         #: not a property: the connection looks at it for every read and every send.)
         self.holding = False
+        #: Has our side of TCP been ended (the protocol's end-of-stream marker written)?
+        self.ended = False
 
     def hold(self, part: Buffer) -> int:
         """Hold ``part`` back to go out with the next write, if it fits: 0 when it does not
@@ -106,8 +108,11 @@ class Writer:
         elif parts:
             self._write_many(parts)
         if end_stream:
+            self.ended = True
             try:
-                self._sock.shutdown(socket.SHUT_WR)
+                # The OS socket's: nobody else writes (the caller holds the send lock), so
+                # there is no gevent waiter to wake.
+                (self._raw or self._sock).shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # already gone: the peer has nothing more to read from us either way
 

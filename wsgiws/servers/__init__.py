@@ -7,50 +7,14 @@ they put in the environ, never by ``SERVER_SOFTWARE``), else None.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..exceptions import HijackError
+from . import gunicorn, pywsgi, testing, uwsgi, werkzeug
+from ._hijack import ENVIRON_START_RESPONSE, Hijack, is_socket
 
-__all__ = ["Detacher", "Hijack", "detacher", "find_socket"]
-
-
-def is_socket(obj: object) -> bool:
-    """A standard or gevent socket (gevent's is not a subclass of the standard one)."""
-    if isinstance(obj, socket.socket):
-        return True
-    try:
-        from gevent import socket as gsocket
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return False
-    return isinstance(obj, gsocket.socket)
-
-
-#: environ key where the middleware keeps the server's ``start_response`` (set before the
-#: socket is looked for).
-ENVIRON_START_RESPONSE = "wsgiws.start_response"
-
-
-@dataclass(slots=True)  # one per connection, kept for its life: no __dict__
-class Hijack:
-    """A server's socket, and how to collect the bytes it already read past the request."""
-
-    sock: socket.socket
-    take_buffered: Callable[[], bytes]
-    #: Writes the 101 head on the socket itself, for a server whose start_response would
-    #: spoil it; None: the 101 goes through the server's own start_response.
-    send_head: Callable[[str, Sequence[tuple[str, str]]], None] | None = None
-    #: What the WSGI app returns to the server once the WebSocket is over.
-    end: Callable[[], Iterable[bytes]] = list
-    #: Called once the 101 is out and the buffered bytes taken, for a server the
-    #: connection leaves at that point (see :func:`detacher`): returns the socket to
-    #: use from then on; None: the connection stays in the server's request.
-    detach: Callable[[], socket.socket] | None = None
-
-
-from . import gunicorn, pywsgi, testing, uwsgi, werkzeug  # noqa: E402  (they use Hijack and is_socket)
+__all__ = ["ENVIRON_START_RESPONSE", "Detacher", "Hijack", "detacher", "find_socket", "is_socket"]
 
 Finder = Callable[[Mapping[str, Any]], "Hijack | None"]
 

@@ -19,15 +19,17 @@ import contextvars
 import io
 import logging
 import socket
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import gevent
 import greenlet
 from gevent import socket as gsocket
 
-if TYPE_CHECKING:
-    from . import Hijack
+from .._runtime import runtime_for
+from ..http import response_head
+from ..writer import Writer
+from ._hijack import ENVIRON_START_RESPONSE, Hijack, is_socket
 
 logger = logging.getLogger("wsgiws")
 
@@ -183,7 +185,7 @@ def _resume(waiting: greenlet.greenlet | None) -> None:
 class _Handoff:
     """The upgrade request's ``start_response`` while it may still leave gunicorn's request."""
 
-    __slots__ = ("environ", "outcome", "start_response", "waiting")
+    __slots__ = ("environ", "keeper", "outcome", "start_response", "waiting")
 
     def __init__(
         self,
@@ -197,6 +199,8 @@ class _Handoff:
         self.waiting: greenlet.greenlet | None = waiting
         #: what gunicorn's greenlet gets: the HTTP answer, a _Failed, or [] after a 101
         self.outcome: object = _PENDING
+        #: once detached: keeps gunicorn's close of the socket from closing the connection
+        self.keeper: io.RawIOBase | None = None
 
     def __call__(self, *args: Any) -> Callable[[bytes], object]:
         if self.start_response is None:
@@ -213,6 +217,8 @@ class _Handoff:
             if not isinstance(exc, gevent.GreenletExit):
                 logger.exception("wsgiws: upgrade request for %s", self.environ.get("PATH_INFO"))
             return None
+        finally:
+            self._end()
         if self.waiting is not None:
             return result
         close = getattr(result, "close", None)
@@ -225,17 +231,26 @@ class _Handoff:
                 )
         return None
 
-    def detach(self) -> socket.socket:
-        """The 101 is out: take the file descriptor into a socket of our own and let
-        gunicorn's request finish."""
-        from . import ENVIRON_START_RESPONSE
+    def _end(self) -> None:
+        # The connection is over: closes the socket, unless gunicorn has not closed its
+        # side yet (then its close does).
+        keeper, self.keeper = self.keeper, None
+        if keeper is not None:
+            keeper.close()
 
+    def detach(self) -> socket.socket:
+        """The 101 is out: let gunicorn's request finish and keep its socket for the
+        connection."""
         environ = self.environ
-        old = cast(socket.socket, environ["gunicorn.socket"])
-        family, kind, proto = old.family, old.type, old.proto
-        sock = cast(socket.socket, gsocket.socket(family, kind, proto, fileno=old.detach()))
-        environ["gunicorn.socket"] = sock
-        # What would keep gunicorn's Request, Response, parser and old socket object alive:
+        sock = cast(socket.socket, environ["gunicorn.socket"])
+        # gunicorn closes its socket object when its request ends. The connection goes
+        # on on that very object (a new one would cost its event watchers and five
+        # system calls): a file object on it defers the close (socket.makefile: "the
+        # underlying socket is closed when all file objects are closed and close() was
+        # called") until the connection ends (_end). gunicorn writes nothing more on it:
+        # the head is ours (find).
+        self.keeper = sock.makefile("rb", buffering=0)
+        # What would keep gunicorn's Request, Response, parser and greenlet alive:
         environ["wsgi.input"] = _NO_BODY
         environ.pop("wsgi.early_hints", None)  # a closure over them; no 103 after a 101
         environ[ENVIRON_START_RESPONSE] = _left_gunicorn
@@ -255,15 +270,12 @@ def _left_gunicorn(*args: Any) -> Callable[[bytes], object]:
 
 
 def find(environ: Mapping[str, Any]) -> Hijack | None:
-    from . import ENVIRON_START_RESPONSE, Hijack, is_socket
-
     sock = environ.get("gunicorn.socket")
     if not is_socket(sock):
         return None
     # This request is the connection's last: once the app returns, gunicorn must not
     # parse a next request from a socket we closed (a Request, a parser and a read per
-    # connection for nothing). Its 101 still says "Connection: upgrade" (gunicorn's
-    # Response puts the upgrade first); the access log line is written as before.
+    # connection for nothing).
     start_response = environ.get(ENVIRON_START_RESPONSE)
     if isinstance(start_response, _Handoff):
         start_response = start_response.start_response
@@ -292,4 +304,31 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
 
     handoff = environ.get(ENVIRON_HANDOFF)
     detach = handoff.detach if isinstance(handoff, _Handoff) else None
-    return Hijack(cast(socket.socket, sock), take_buffered, detach=detach)
+    conn = cast(socket.socket, sock)
+    send_head = _head_sender(response, conn) if _sends_own_head(response) else None
+    return Hijack(conn, take_buffered, send_head=send_head, detach=detach)
+
+
+def _sends_own_head(response: object) -> bool:
+    """Can we write the 101 ourselves and keep gunicorn from writing anything after it?"""
+    return (
+        callable(getattr(response, "start_response", None))
+        and hasattr(response, "headers_sent")
+        and hasattr(response, "chunked")
+    )
+
+
+def _head_sender(
+    response: Any, sock: socket.socket
+) -> Callable[[str, Sequence[tuple[str, str]]], None]:
+    def send_head(status: str, headers: Sequence[tuple[str, str]]) -> None:
+        # gunicorn's start_response records the status and headers (its access log line
+        # says 101), but its write would add Server and Date lines, go through gevent's
+        # sendall, and, before gunicorn 24, frame a 101 as chunked and end it with a last
+        # chunk: written here, the head is only what RFC 6455 4.2.2 asks for.
+        response.start_response(status, headers)
+        Writer(sock, runtime_for(sock).raw_socket(sock)).write([response_head(status, headers)])
+        response.headers_sent = True  # gunicorn writes no head of its own
+        response.chunked = False  # nor a last chunk
+
+    return send_head

@@ -10,17 +10,13 @@ from __future__ import annotations
 import io
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from ._buffered import drain_reader
-
-if TYPE_CHECKING:
-    from . import Hijack
+from ._hijack import Hijack, is_socket
 
 
 def find(environ: Mapping[str, Any]) -> Hijack | None:
-    from . import Hijack, is_socket
-
     reader = environ.get("wsgi.input")
     sock = getattr(getattr(reader, "raw", None), "_sock", None)
     if not isinstance(reader, io.BufferedReader) or not is_socket(sock):

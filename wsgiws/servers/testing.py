@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, cast
 
-if TYPE_CHECKING:
-    from . import Hijack
+from ._hijack import Hijack, is_socket
 
 ENVIRON_SOCKET: Final = "wsgiws.test_socket"
 ENVIRON_BUFFERED: Final = "wsgiws.test_buffered"
 
 
 def find(environ: Mapping[str, Any]) -> Hijack | None:
-    from . import Hijack, is_socket
-
     sock = environ.get(ENVIRON_SOCKET)
     if not is_socket(sock):
         return None

@@ -39,13 +39,11 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from .. import drain
 from ..exceptions import HijackError
-
-if TYPE_CHECKING:
-    from . import Hijack
+from ._hijack import Hijack
 
 #: The worker signals that end it (see the module docstring).
 DRAIN_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
@@ -54,8 +52,6 @@ _drain_installed_in: int | None = None  # the pid of the worker that installed i
 
 
 def find(environ: Mapping[str, Any]) -> Hijack | None:
-    from . import Hijack
-
     if "uwsgi.version" not in environ:
         return None
     try:

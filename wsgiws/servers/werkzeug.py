@@ -21,19 +21,16 @@ import logging
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
+from ..http import response_head
 from ._buffered import drain_reader
-
-if TYPE_CHECKING:
-    from . import Hijack
+from ._hijack import Hijack, is_socket
 
 access_log = logging.getLogger("werkzeug")
 
 
 def find(environ: Mapping[str, Any]) -> Hijack | None:
-    from . import Hijack, is_socket
-
     sock = environ.get("werkzeug.socket")
     if not is_socket(sock):
         return None
@@ -44,8 +41,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         return drain_reader(reader, conn) if isinstance(reader, io.BufferedReader) else b""
 
     def send_head(status: str, headers: Sequence[tuple[str, str]]) -> None:
-        lines = [f"HTTP/1.1 {status}", *(f"{name}: {value}" for name, value in headers)]
-        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        conn.sendall(response_head(status, headers))
         access_log.info(
             '%s - - [%s] "%s %s %s" %s -',
             environ.get("REMOTE_ADDR", "-"),
