@@ -199,7 +199,6 @@ def admit(environ: Mapping[str, Any], client: str, options: WebSocketOptions) ->
         if size > cap:
             metrics.limit("max_request_headers")
             raise Reject(431, f"upgrade request headers too large ({size} > {cap} bytes)")
-    retry = [("Retry-After", str(RETRY_AFTER))]
     limit = options.max_connections
     if limit is None:
         limit = _default_max_connections
@@ -209,6 +208,7 @@ def admit(environ: Mapping[str, Any], client: str, options: WebSocketOptions) ->
             per_client = options.max_connections_per_client
             if per_client is None or _open_by_client.get(client, 0) < per_client:
                 return Admission(client)
+    retry = [("Retry-After", str(RETRY_AFTER))]
     if limit is not None and total >= limit:
         metrics.limit("max_connections")
         cap_text = f"max_connections={limit}"
