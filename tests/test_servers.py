@@ -333,7 +333,7 @@ def test_on_gunicorn_the_101_head_is_ours_and_gunicorn_writes_nothing_after_it(
     chunked: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gunicorn's own Response, as its workers drive it: start_response, then close() once
-    the app returned. "chunked-101" is how gunicorn before 24 frames a 101 (as chunked,
+    the app returned. "chunked-101" is how gunicorn 22 and 23 frame a 101 (as chunked,
     ended by a last chunk on close): nothing of it may reach a WebSocket's stream."""
     from gunicorn.config import Config
     from gunicorn.http.wsgi import Response

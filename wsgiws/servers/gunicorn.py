@@ -323,9 +323,10 @@ def _head_sender(
 ) -> Callable[[str, Sequence[tuple[str, str]]], None]:
     def send_head(status: str, headers: Sequence[tuple[str, str]]) -> None:
         # gunicorn's start_response records the status and headers (its access log line
-        # says 101), but its write would add Server and Date lines, go through gevent's
-        # sendall, and, before gunicorn 24, frame a 101 as chunked and end it with a last
-        # chunk: written here, the head is only what RFC 6455 4.2.2 asks for.
+        # says 101), but its write would add Server and Date lines and go through gevent's
+        # sendall, and gunicorn 22 and 23 frame a 101 as chunked, ending it with a last
+        # chunk on the WebSocket's stream: written here, the head is what RFC 6455 4.2.2
+        # asks for and nothing more.
         response.start_response(status, headers)
         Writer(sock, runtime_for(sock).raw_socket(sock)).write([response_head(status, headers)])
         response.headers_sent = True  # gunicorn writes no head of its own
