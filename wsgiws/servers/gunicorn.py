@@ -94,9 +94,10 @@ def serve_detached(
     outcome and gets back either the HTTP answer (a refusal, an ordinary response) or,
     once the 101 is out, nothing to write.
 
-    gunicorn's request then ends as for any upgrade: it writes nothing more (a 101 has no
-    body), logs the access line (its time is the handshake's), runs ``post_request``, and
-    closes its socket object, which no longer owns the connection's file descriptor.
+    gunicorn's request then ends as for any upgrade: it writes nothing more (the 101 head
+    was ours), logs the access line (its time is the handshake's), runs ``post_request``,
+    and closes its socket object, the one the connection goes on with: a file object of
+    ours on it defers that close until the connection ends (:meth:`_Handoff.detach`).
     Its greenlet, frames and Request/Response/parser objects (about 5 KiB per connection)
     go; so does the connection's slot in gunicorn's pool, which is why the limit and the
     wait at shutdown are wsgiws's (see :mod:`wsgiws.gunicorn`).
