@@ -19,7 +19,8 @@ def drain_reader(reader: io.BufferedReader, sock: socket.socket) -> bytes:
 
     With the socket non-blocking for a moment, ``read1`` returns what is buffered, or,
     once the buffer is empty, what one read of the socket finds (nothing: an empty
-    socket). A short chunk means the buffer is empty; so does reaching the limit.
+    socket). Reading stops after a short chunk (nothing is buffered any more) or at
+    ``_LIMIT``, which is far above any reader's buffer: the rest waits in the socket.
     """
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
