@@ -11,7 +11,7 @@ import redis as redis_py
 
 from tests import redis_server
 from wsgiws.backends.redis import RedisStreamsBackend
-from wsgiws.hub import GAP, Envelope, HistoryGap, Position
+from wsgiws.hub import GAP, MESSAGE, Envelope, HistoryGap, Position
 
 
 @pytest.fixture(scope="module", params=redis_server.SERVERS)
@@ -30,34 +30,60 @@ def wait_for(condition: object, timeout: float = 10.0) -> None:
 def test_history_is_bounded_and_a_trimmed_position_is_a_gap(
     redis: redis_server.RedisServer,
 ) -> None:
-    got: list[Envelope] = []
     backend = RedisStreamsBackend(redis.url, prefix="t1", history=5, history_age=None)
     try:
-        backend.start(got.append)
-        backend.watch("r", backend.head("r"))
-        backend.publish(Envelope("r", "m0", None, "pub", 1))
-        wait_for(lambda: len(got) == 1)  # reading "r": the burst below outruns no cursor
-        for i in range(1, 12):
+        start = backend.head("r")
+        heads = []  # the room's head after each message: the position a client holds then
+        for i in range(12):
             backend.publish(Envelope("r", f"m{i}", None, "pub", i + 1))
+            heads.append(backend.head("r"))
         backend.publish(Envelope("r", "again", None, "pub", 3))  # a retried append
-        wait_for(lambda: len(got) == 12)
-        assert [e.payload for e in got] == [f"m{i}" for i in range(12)]
-        positions = [e.position for e in got]
-        assert all(p is not None for p in positions)
-        keys = [p.key for p in positions if p is not None]
-        assert keys == sorted(keys) and len({p.epoch for p in positions if p}) == 1
+        assert backend.head("r") == heads[-1]  # appended nothing
         assert redis_py.Redis.from_url(redis.url).xlen(backend.stream_key("r")) == 5
-        with pytest.raises(HistoryGap) as gap:
-            backend.replay("r", got[5].position)  # type: ignore[arg-type]  # m6 is gone
-        assert gap.value.reason == "trimmed"
-        assert [e.payload for e in backend.replay("r", got[6].position)] == [  # type: ignore[arg-type]
-            f"m{i}" for i in range(7, 12)
-        ]
+        kept = backend.replay("r", heads[6])  # after m6: m7..m11, all still there
+        assert [e.payload for e in kept] == [f"m{i}" for i in range(7, 12)]
+        assert [e.position for e in kept] == heads[7:]
+        keys = [h.key for h in heads]
+        assert keys == sorted(keys) and len(set(keys)) == 12
+        assert {h.epoch for h in heads} == {start.epoch}
+        for gone in (start, heads[0], heads[5]):  # m6 is gone: after m5 is a gap
+            with pytest.raises(HistoryGap) as gap:
+                backend.replay("r", gone)
+            assert gap.value.reason == "trimmed"
         with pytest.raises(HistoryGap) as gap:
             backend.replay("r", Position("0bad0bad", "1-0"))
         assert gap.value.reason == "epoch"
     finally:
         backend.close()
+
+
+def test_a_reader_that_falls_behind_the_history_reports_a_gap(
+    redis: redis_server.RedisServer,
+) -> None:
+    """A reader whose next XREAD comes after more messages than the history holds
+    (a burst outran it) hears of the loss, then gets what is left, in order."""
+    got: list[Envelope] = []
+    reader = RedisStreamsBackend(redis.url, prefix="t4", history=3, history_age=None)
+    publisher = RedisStreamsBackend(redis.url, prefix="t4", history=3, history_age=None)
+    try:
+        behind = reader.head("r")
+        calm = reader.head("calm")
+        publisher.publish(Envelope("calm", "c0", None, "pub", 1))
+        for i in range(6):  # m0..m2 are trimmed before the reader reads
+            publisher.publish(Envelope("r", f"m{i}", None, "pub", i + 2))
+        reader.start(got.append)
+        reader.watch("r", behind)  # its XREAD starts only now, from before m0
+        reader.watch("calm", calm)  # behind by one message, which is still there
+        wait_for(lambda: len(got) == 5)
+        in_r = [(e.kind, e.payload) for e in got if e.room == "r"]
+        assert in_r == [(GAP, ""), (MESSAGE, "m3"), (MESSAGE, "m4"), (MESSAGE, "m5")]
+        assert [(e.kind, e.payload) for e in got if e.room == "calm"] == [(MESSAGE, "c0")]
+        publisher.publish(Envelope("r", "m6", None, "pub", 8))  # caught up: no gap
+        wait_for(lambda: len(got) == 6)
+        assert (got[-1].kind, got[-1].payload) == (MESSAGE, "m6")
+    finally:
+        reader.close()
+        publisher.close()
 
 
 def test_age_trimming_reports_no_false_gap(redis: redis_server.RedisServer) -> None:

@@ -965,8 +965,8 @@ class Hub:
             return
         if envelope.kind == GAP and envelope.room is not None:
             logger.warning(
-                "hub: messages of room %r were lost for this process (trimmed while its "
-                "reader was away): closing its sockets here with %d so that they resume",
+                "hub: messages of room %r were lost for this process (trimmed before its "
+                "reader got to them): closing its sockets here with %d so that they resume",
                 envelope.room,
                 self.reset_code,
             )

@@ -551,7 +551,9 @@ class _ShardedSubscription:
 # twice. Creates the room's epoch on first use, and trims by count and age, exactly,
 # recording in 'floor' the newest id trimmed away: a client whose position is older
 # than that has missed a message that is gone. (Redis's own 'max-deleted-entry-id'
-# counts XDEL only, not trimming.)
+# counts XDEL only, not trimming.) Each entry names the id before it ('p'): a reader
+# whose last id is not that one has lost what came between (trimmed, or expired,
+# before it read it), and says so instead of skipping it silently.
 # KEYS: stream, meta. ARGV: publisher, seq, data, maxlen, age_ms, new epoch, stream ttl, meta ttl.
 _PUBLISH = """
 local seq = tonumber(ARGV[2])
@@ -559,7 +561,8 @@ local field = 'p:' .. ARGV[1]
 if seq <= tonumber(redis.call('HGET', KEYS[2], field) or '0') then return false end
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then epoch = ARGV[6] end
-local id = redis.call('XADD', KEYS[1], '*', 'e', epoch, 'd', ARGV[3])
+local prev = redis.call('HGET', KEYS[2], 'last') or '0-0'
+local id = redis.call('XADD', KEYS[1], '*', 'e', epoch, 'p', prev, 'd', ARGV[3])
 redis.call('HSET', KEYS[2], 'epoch', epoch, field, ARGV[2], 'last', id)
 local floor = nil
 local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[4])
@@ -647,8 +650,12 @@ class RedisStreamsBackend:
     Each process with sockets runs one reader (a greenlet under gevent, else a
     daemon thread) that blocks in ``XREAD`` on the streams of the rooms it has
     members in, from the last id it delivered: a reader whose connection is cut,
-    or a Redis that restarts with persistence, loses nothing. Joining a new room
-    wakes the reader through a small per-process stream.
+    or a Redis that restarts with persistence, loses nothing that is still in the
+    history. What was trimmed before the reader got to it (it was away, or a burst
+    longer than ``history`` outran it) is reported, never skipped silently: the
+    room's sockets in this process are closed with the hub's ``reset_code`` so
+    that their clients resume and learn of the gap. Joining a new room wakes the
+    reader through a small per-process stream.
 
     Publishing appends through a Lua script (each envelope once, even when a
     batch is retried). While Redis is unreachable envelopes wait in order in a
@@ -1037,7 +1044,6 @@ class RedisStreamsBackend:
                     self.subscriptions += 1
                     if group.connections:
                         logger.warning("hub: reading Redis streams again after an outage")
-                        self._report_gaps(client, group)
                     group.connections += 1
                     backoff.reset()
                     while not self._closed:
@@ -1065,34 +1071,41 @@ class RedisStreamsBackend:
         finally:
             group.task = None
 
-    def _report_gaps(self, client: Client, group: _ReadGroup) -> None:
-        """After a reconnect: rooms whose history was trimmed past our last id while
-        we were away lost messages for this process; the hub hears of each one as a
-        GAP envelope (and closes the room's sockets so their clients resume)."""
-        with self._lock:
-            watched = [
-                (k, r, self._cursors[k]) for k in group.keys if (r := self._rooms_by_key.get(k))
-            ]
-        pipe = client.pipeline(transaction=False)
-        for _, room, _ in watched:
-            pipe.hget(self._meta_key(room), "floor")
-        deliver = self._deliver
-        assert deliver is not None
-        for (_, room, cursor), floor in zip(watched, pipe.execute(), strict=True):
-            if floor is not None and Position("", floor.decode()).key > Position("", cursor).key:
-                _hand_over(deliver, Envelope(room, "", None, "", 0, GAP))
-
     def _deliver_entries(self, key: str, entries: Any) -> None:
         deliver = self._deliver
         assert deliver is not None
         for entry_id, fields in entries:
             with self._lock:
-                if key not in self._cursors:
+                cursor = self._cursors.get(key)
+                if cursor is None:
                     return  # unwatched meanwhile
                 self._cursors[key] = entry_id.decode()
+                room = self._rooms_by_key.get(key)
+            prev = fields.get(b"p")  # absent in entries an older wsgiws appended
+            # "0-0": the first entry of a new history (Redis lost the room's meta):
+            # the hub sees the new epoch and resets the room; that is no gap to report.
+            if prev is not None and cursor != "$" and prev not in (b"0-0", cursor.encode()):
+                self._lost(room, cursor, prev.decode())
             envelope = self._decode(entry_id, fields)
             if envelope is not None:
                 _hand_over(deliver, envelope)
+
+    def _lost(self, room: str | None, cursor: str, prev: str) -> None:
+        """Entries after ``cursor`` up to ``prev`` are gone from the stream (trimmed
+        by count or age, or expired, before this reader got to them: it fell behind
+        a burst longer than the history, or its connection was cut meanwhile). The
+        hub hears of a room's loss as a GAP envelope and closes the room's sockets
+        here so that their clients resume, and learn of the gap, from history."""
+        if room is None:
+            logger.warning(
+                "hub: broadcast messages between %s and %s were lost for this process "
+                "(trimmed before its reader got to them)",
+                cursor,
+                prev,
+            )
+            return
+        assert self._deliver is not None
+        _hand_over(self._deliver, Envelope(room, "", None, "", 0, GAP))
 
     # ------------------------------------------------------------ lifecycle
 
