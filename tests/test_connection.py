@@ -84,6 +84,32 @@ def test_peer_closes_first_we_echo_its_code_then_end_tcp(
     assert ws.state is ConnectionState.CLOSED
 
 
+@pytest.mark.parametrize(("code", "quiet"), [(1000, True), (1001, True), (1011, False)])
+def test_iterating_ends_quietly_on_a_normal_close_and_raises_on_another(
+    server_pair: tuple[WebSocket, Peer], code: int, quiet: bool
+) -> None:
+    ws, peer = server_pair
+    peer.send(1, b"a")
+    peer.send(2, b"b")
+    peer.send(8, close_payload(code, "bye"))
+    seen: list[str | bytes] = []
+    if quiet:
+        seen.extend(ws)
+    else:
+        with pytest.raises(ConnectionClosedError) as info:
+            seen.extend(ws)
+        assert (info.value.code, info.value.reason) == (code, "bye")
+    assert seen == ["a", b"b"]
+    if quiet:
+        assert list(ws) == []  # a loop over a closed connection ends at once
+    else:
+        with pytest.raises(ConnectionClosedError):
+            list(ws)
+    with pytest.raises(ConnectionClosedOK if quiet else ConnectionClosedError):
+        ws.receive()  # receive() still says how it ended
+    assert peer.rest_until_eof() == b"\x88\x02" + struct.pack("!H", code)
+
+
 MSG_MSG_CLOSE = (
     RawClient.frame(1, b"one")
     + RawClient.frame(1, b"two")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wsgiws import protocol
+from wsgiws import limits, protocol
+from wsgiws.limits import _request_header_bytes_python
 from wsgiws.protocol import _apply_mask_python
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +111,62 @@ def test_c_mask_rejects_bad_arguments() -> None:
         _speedups.apply_mask(b"abc")
     with pytest.raises(BufferError):  # a non-contiguous view
         _speedups.apply_mask(memoryview(b"abcdefgh")[::2], b"1234")
+
+
+def header_environ() -> dict[str, object]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/a-long-path-that-is-not-a-header",
+        "QUERY_STRING": "room=42&name=\u00e9",
+        "HTTP_HOST": "example.com",
+        "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+        "HTTP_X_\u00e9": "\u2603 snow",  # not latin-1: a wider string kind
+        "HTTP_X_NUMBER": 12345,  # not a str: counted as str() of it
+        "HTTP_": "",
+        "HTTP": "not a header",
+        "http_lower": "not a header either",
+        "wsgi.input": object(),
+    }
+
+
+def test_python_header_bytes_counts_header_keys_values_and_the_query() -> None:
+    expected = len("room=42&name=\u00e9") + sum(
+        len(k) + len(str(v))
+        for k, v in [
+            ("HTTP_HOST", "example.com"),
+            ("HTTP_SEC_WEBSOCKET_KEY", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("HTTP_X_\u00e9", "\u2603 snow"),
+            ("HTTP_X_NUMBER", 12345),
+            ("HTTP_", ""),
+        ]
+    )
+    assert _request_header_bytes_python(header_environ()) == expected
+    assert _request_header_bytes_python({}) == 0
+
+
+@needs_c
+def test_c_header_bytes_matches_python() -> None:
+    environ = header_environ()
+    assert _speedups.request_header_bytes(environ) == _request_header_bytes_python(environ)
+    rng = random.Random(7)
+    for _ in range(200):
+        environ = {
+            rng.choice(["HTTP_", "SERVER_", "wsgi.", "HTTP", ""])
+            + "".join(rng.choice("AB_\u00e9\u2603") for _ in range(rng.randrange(6))): rng.choice(
+                ["", "x" * rng.randrange(300), 7, None, b"bytes"]
+            )
+            for _ in range(rng.randrange(30))
+        }
+        assert _speedups.request_header_bytes(environ) == _request_header_bytes_python(environ)
+    with pytest.raises(TypeError):
+        _speedups.request_header_bytes([("HTTP_HOST", "x")])
+
+
+@needs_c
+def test_limits_use_the_extension_unless_disabled() -> None:
+    disabled = os.environ.get("WSGIWS_NO_EXTENSIONS", "") not in ("", "0")
+    expected = _request_header_bytes_python if disabled else _speedups.request_header_bytes
+    assert limits.request_header_bytes is expected
 
 
 def test_build_without_a_working_compiler_still_succeeds(tmp_path: Path) -> None:

@@ -77,10 +77,8 @@ def os_lock() -> Lock:
 class _GeventTimer:
     __slots__ = ("_watcher",)
 
-    def __init__(self, seconds: float, func: Callable[[], None]) -> None:
-        import gevent
-
-        self._watcher = gevent.get_hub().loop.timer(seconds)
+    def __init__(self, loop: Any, seconds: float, func: Callable[[], None]) -> None:
+        self._watcher = loop.timer(seconds)
         self._watcher.start(self._fire, func)
 
     def _fire(self, func: Callable[[], None]) -> None:
@@ -155,7 +153,7 @@ class GeventRuntime:
         return _GreenLock()
 
     def call_later(self, seconds: float, func: Callable[[], None]) -> Timer:
-        return _GeventTimer(seconds, func)
+        return _GeventTimer(self._gevent.get_hub().loop, seconds, func)
 
     def spawn(self, func: Callable[[], object]) -> None:
         self._gevent.spawn(func)

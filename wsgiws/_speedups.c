@@ -1,8 +1,9 @@
 /*
- * Optional C accelerator for wsgiws: WebSocket payload masking (RFC 6455 5.3).
+ * Optional C accelerator for wsgiws: WebSocket payload masking (RFC 6455 5.3),
+ * and the size of an upgrade request's headers (the max_request_headers limit).
  *
- * wsgiws works without it (wsgiws.protocol falls back to a pure-Python
- * version); setup.py builds it when a C compiler is available, unless
+ * wsgiws works without it (wsgiws.frames and wsgiws.limits fall back to
+ * pure-Python versions, the reference for what these do); setup.py builds it when a C compiler is available, unless
  * WSGIWS_NO_EXTENSIONS=1 is set.
  */
 #define PY_SSIZE_T_CLEAN
@@ -106,8 +107,83 @@ apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+PyDoc_STRVAR(request_header_bytes_doc,
+"request_header_bytes(environ, /) -> int\n\n"
+"len(QUERY_STRING) plus, for every ``HTTP_*`` key, len(key) + len(str(value)).");
+
+/* key.startswith("HTTP_"), for a str of any kind */
+static int
+has_header_prefix(PyObject *key)
+{
+    static const char prefix[] = "HTTP_";
+    Py_ssize_t i;
+    int kind = PyUnicode_KIND(key);
+    const void *data = PyUnicode_DATA(key);
+
+    if (PyUnicode_GET_LENGTH(key) < 5) {
+        return 0;
+    }
+    for (i = 0; i < 5; i++) {
+        if (PyUnicode_READ(kind, data, i) != (Py_UCS4)prefix[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Every upgrade request pays this scan of its environ (some 30 keys): in Python it
+ * costs more than the rest of the admission. */
+static PyObject *
+request_header_bytes(PyObject *module, PyObject *environ)
+{
+    Py_ssize_t pos = 0, size = 0;
+    PyObject *key, *value;
+
+    if (!PyDict_Check(environ)) {
+        PyErr_SetString(PyExc_TypeError, "request_header_bytes() needs a dict");
+        return NULL;
+    }
+    while (PyDict_Next(environ, &pos, &key, &value)) {
+        Py_ssize_t n;
+        int query;
+        if (!PyUnicode_Check(key)) {
+            continue; /* not a CGI variable (PEP 3333 keys are str) */
+        }
+#if PY_VERSION_HEX < 0x030C0000
+        /* (a string made by the legacy wchar_t API has no kind or length until then) */
+        if (PyUnicode_READY(key) < 0 || (PyUnicode_Check(value) && PyUnicode_READY(value) < 0)) {
+            return NULL;
+        }
+#endif
+        query = PyUnicode_CompareWithASCIIString(key, "QUERY_STRING") == 0;
+        if (!query) {
+            if (!has_header_prefix(key)) {
+                continue;
+            }
+            size += PyUnicode_GET_LENGTH(key);
+        }
+        if (PyUnicode_Check(value)) {
+            n = PyUnicode_GET_LENGTH(value);
+        }
+        else {
+            PyObject *text;
+            Py_INCREF(value); /* borrowed from the dict, which str() could change */
+            text = PyObject_Str(value);
+            Py_DECREF(value);
+            if (text == NULL) {
+                return NULL;
+            }
+            n = PyUnicode_GET_LENGTH(text);
+            Py_DECREF(text);
+        }
+        size += n;
+    }
+    return PyLong_FromSsize_t(size);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
+    {"request_header_bytes", (PyCFunction)request_header_bytes, METH_O, request_header_bytes_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -124,7 +200,7 @@ static struct PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     "wsgiws._speedups",
-    "Optional C accelerator for wsgiws (payload masking).",
+    "Optional C accelerator for wsgiws (payload masking, request header size).",
     0,
     speedups_methods,
     speedups_slots,

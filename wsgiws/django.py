@@ -88,9 +88,10 @@ class DjangoWebSocket(WebSocket):
         if opening:  # the HTTP part (sessions, auth) is over
             close_old_connections()
 
-    def receive(self, timeout: float | None = None) -> str | bytes:
+    def _next_message(self, timeout: float | None) -> str | bytes | None:
+        # (under receive() and iteration alike)
         close_old_connections()  # the previous message's work is done
-        return super().receive(timeout)
+        return super()._next_message(timeout)
 
 
 def origin_allowed(origin: str, scheme: str, host: str) -> bool:

@@ -130,6 +130,5 @@ def parse_request_head(head: str) -> RequestHead:
 
 def response_head(status: str, headers: Iterable[tuple[str, str]]) -> bytes:
     """An HTTP/1.1 response head: ``HTTP/1.1 <status>``, the header lines, the blank line."""
-    lines = [f"HTTP/1.1 {status}\r\n", *(f"{name}: {value}\r\n" for name, value in headers)]
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return f"HTTP/1.1 {status}\r\n{lines}\r\n".encode("latin-1")

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from . import connlog, drain
 from .deflate import DeflateOptions, server_negotiate
 from .exceptions import ConnectionClosed, HijackError
-from .handshake import Accept, Reject, is_upgrade_request, validate_request
+from .handshake import Accept, Reject, header_tokens, is_upgrade_request, validate_request
 from .limits import RateLimit, admit, client_address, close_quietly
 from .monitor import SessionObserver, refused
 from .protocol import CloseCode, Extension
@@ -186,11 +186,7 @@ def _new_websocket(
     return websocket_class(
         environ=environ,
         subprotocol=accept.subprotocol,
-        offered_subprotocols=[
-            t.strip()
-            for t in environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
-            if t.strip()
-        ],
+        offered_subprotocols=header_tokens(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL")),
         extension=accept.extension,
         max_message_size=options.max_message_size,
         max_fragments=options.max_fragments,

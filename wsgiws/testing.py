@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from http.cookies import BaseCookie
 from types import EllipsisType
 from typing import Any, Literal
@@ -34,7 +34,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from .client import ClientWebSocket, client_websocket, open_handshake, use_gevent
 from .client_handshake import ClientHandshake, HeadersLike, header_list, parse_uri
 from .deflate import DeflateOptions
-from .exceptions import HandshakeRejected, ReceiveTimeout
+from .exceptions import ConnectionClosedOK, HandshakeRejected, ReceiveTimeout
 from .http import HeadReader, RequestHead, parse_request_head, response_head
 from .servers.testing import ENVIRON_BUFFERED, ENVIRON_SOCKET
 
@@ -69,6 +69,14 @@ class TestWebSocket(ClientWebSocket):
                 "receive_timeout; set it on TestClient(...) or websocket_connect(...), or pass "
                 "receive(timeout=...))"
             ) from None
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        # Through receive(), so that iterating waits receive_timeout too.
+        while True:
+            try:
+                yield self.receive()
+            except ConnectionClosedOK:
+                return
 
     def wait_server(self, timeout: float | None = 10.0) -> bool:
         """Wait until the handler has returned and the server side is done; True if it is."""

@@ -305,6 +305,14 @@ class WebSocket:
         When the peer closes, the messages it sent before come first; reaching its
         close sends our reply (until then, sends still go out: the answers to them).
         """
+        message = self._next_message(timeout)
+        if message is None:
+            raise self._closed_exception()
+        return message
+
+    def _next_message(self, timeout: float | None) -> str | bytes | None:
+        """:meth:`receive`, but None once the connection is over: ending a loop over the
+        messages costs no exception."""
         incoming = self._incoming
         if not incoming:
             incoming = ()  # holds no reference to a deque while blocked in _read
@@ -312,7 +320,7 @@ class WebSocket:
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._incoming:
                 if self._finished:
-                    raise self._closed_exception()
+                    return None
                 if self._pending_failure is not None:
                     self._fail(self._pending_failure.code, self._pending_failure.reason)
                     continue
@@ -340,10 +348,13 @@ class WebSocket:
     def __iter__(self) -> Iterator[str | bytes]:
         """Messages until the connection closes; a normal close ends the loop quietly."""
         while True:
-            try:
-                yield self.receive()
-            except ConnectionClosedOK:
-                return
+            message = self._next_message(None)
+            if message is None:
+                closed = self._closed_exception()
+                if isinstance(closed, ConnectionClosedOK):
+                    return
+                raise closed
+            yield message
 
     def _read(self, deadline: float | None, receiving: bool = False) -> None:
         """Read once from the socket (or wait for the greenlet that is reading);

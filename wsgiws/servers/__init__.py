@@ -19,8 +19,9 @@ __all__ = ["ENVIRON_START_RESPONSE", "Detacher", "Hijack", "detacher", "find_soc
 Finder = Callable[[Mapping[str, Any]], "Hijack | None"]
 
 #: Tried in order; the first that recognises the environ wins (the most specific first:
-#: Werkzeug's input would also pass for pywsgi's, whose finder frees the reader).
-FINDERS: list[Finder] = [testing.find, gunicorn.find, uwsgi.find, werkzeug.find, pywsgi.find]
+#: Werkzeug's input would also pass for pywsgi's, whose finder frees the reader). gunicorn
+#: leads: its key is its own, and it serves most upgrades.
+FINDERS: list[Finder] = [gunicorn.find, testing.find, uwsgi.find, werkzeug.find, pywsgi.find]
 
 
 def find_socket(environ: Mapping[str, Any]) -> Hijack:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from gevent import socket as gsocket
 
 
-def is_socket(obj: object) -> bool:
-    """A standard or gevent socket (gevent's is not a subclass of the standard one)."""
+def is_socket(obj: object) -> TypeGuard[socket.socket]:
+    """A standard or gevent socket (gevent's is not a subclass of the standard one, but
+    has its interface)."""
     return isinstance(obj, (socket.socket, gsocket.socket))
 
 

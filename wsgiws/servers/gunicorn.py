@@ -200,8 +200,8 @@ class _Handoff:
         self.waiting: greenlet.greenlet | None = waiting
         #: what gunicorn's greenlet gets: the HTTP answer, a _Failed, or [] after a 101
         self.outcome: object = _PENDING
-        #: once detached: keeps gunicorn's close of the socket from closing the connection
-        self.keeper: io.RawIOBase | None = None
+        #: once detached: the socket, whose close by gunicorn must not end the connection
+        self.keeper: socket.socket | None = None
 
     def __call__(self, *args: Any) -> Callable[[bytes], object]:
         if self.start_response is None:
@@ -237,20 +237,22 @@ class _Handoff:
         # side yet (then its close does).
         keeper, self.keeper = self.keeper, None
         if keeper is not None:
-            keeper.close()
+            keeper._decref_socketios()  # type: ignore[attr-defined]
 
     def detach(self) -> socket.socket:
         """The 101 is out: let gunicorn's request finish and keep its socket for the
         connection."""
         environ = self.environ
-        sock = cast(socket.socket, environ["gunicorn.socket"])
+        sock: socket.socket = environ["gunicorn.socket"]
         # gunicorn closes its socket object when its request ends. The connection goes
         # on on that very object (a new one would cost its event watchers and five
-        # system calls): a file object on it defers the close (socket.makefile: "the
-        # underlying socket is closed when all file objects are closed and close() was
-        # called") until the connection ends (_end). gunicorn writes nothing more on it:
-        # the head is ours (find).
-        self.keeper = sock.makefile("rb", buffering=0)
+        # system calls): a reference like a file object's defers the close (makefile:
+        # "the underlying socket is closed when all file objects are closed and close()
+        # was called") until the connection ends (_end). It is the count a file object
+        # takes (socket.py's SocketIO contract, which gevent's socket keeps), without the
+        # file object. gunicorn writes nothing more on it: the head is ours (find).
+        sock._io_refs += 1  # type: ignore[attr-defined]
+        self.keeper = sock
         # What would keep gunicorn's Request, Response, parser and greenlet alive:
         environ["wsgi.input"] = _NO_BODY
         environ.pop("wsgi.early_hints", None)  # a closure over them; no 103 after a 101
@@ -305,15 +307,15 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
 
     handoff = environ.get(ENVIRON_HANDOFF)
     detach = handoff.detach if isinstance(handoff, _Handoff) else None
-    conn = cast(socket.socket, sock)
-    send_head = _head_sender(response, conn) if _sends_own_head(response) else None
-    return Hijack(conn, take_buffered, send_head=send_head, detach=detach)
+    send_head = _head_sender(response, sock) if _sends_own_head(response) else None
+    return Hijack(sock, take_buffered, send_head=send_head, detach=detach)
 
 
 def _sends_own_head(response: object) -> bool:
     """Can we write the 101 ourselves and keep gunicorn from writing anything after it?"""
     return (
         callable(getattr(response, "start_response", None))
+        and hasattr(response, "status")
         and hasattr(response, "headers_sent")
         and hasattr(response, "chunked")
     )
@@ -323,13 +325,16 @@ def _head_sender(
     response: Any, sock: socket.socket
 ) -> Callable[[str, Sequence[tuple[str, str]]], None]:
     def send_head(status: str, headers: Sequence[tuple[str, str]]) -> None:
-        # gunicorn's start_response records the status and headers (its access log line
-        # says 101), but its write would add Server and Date lines and go through gevent's
+        # gunicorn's write would add Server and Date lines and go through gevent's
         # sendall, and gunicorn 22 and 23 frame a 101 as chunked, ending it with a last
         # chunk on the WebSocket's stream: written here, the head is what RFC 6455 4.2.2
         # asks for and nothing more.
-        response.start_response(status, headers)
         Writer(sock, runtime_for(sock).raw_socket(sock)).write([response_head(status, headers)])
+        # What gunicorn's start_response would record, for its access log line (101) and
+        # statsd; set here, since its validation of our own headers is all it would add.
+        response.status = status
+        response.status_code = int(status[:3])
+        response.headers = list(headers)
         response.headers_sent = True  # gunicorn writes no head of its own
         response.chunked = False  # nor a last chunk
 

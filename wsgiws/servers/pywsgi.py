@@ -8,9 +8,8 @@ right behind its handshake sit in that reader's buffer.
 from __future__ import annotations
 
 import io
-import socket
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from ._buffered import drain_reader
 from ._hijack import Hijack, is_socket
@@ -23,7 +22,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         sock = environ.get("gunicorn.sock")  # gunicorn's pywsgi worker names it so
         if not isinstance(reader, io.BufferedReader) or not is_socket(sock):
             return None
-    conn = cast(socket.socket, sock)
+    conn = sock
 
     def take_buffered() -> bytes:
         data = drain_reader(reader, conn)

@@ -6,9 +6,8 @@ it read past the request head in ``wsgiws.test_buffered``.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from ._hijack import Hijack, is_socket
 
@@ -26,4 +25,4 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         data, buffered[0] = buffered[0], b""
         return data
 
-    return Hijack(cast(socket.socket, sock), take_buffered)
+    return Hijack(sock, take_buffered)

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from ..http import response_head
 from ._buffered import drain_reader
@@ -34,7 +33,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
     sock = environ.get("werkzeug.socket")
     if not is_socket(sock):
         return None
-    conn = cast(socket.socket, sock)
+    conn = sock
     reader = environ.get("wsgi.input")
 
     def take_buffered() -> bytes:
