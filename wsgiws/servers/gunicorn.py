@@ -123,7 +123,7 @@ def serve_detached(
     outcome, handoff.outcome = handoff.outcome, None
     if isinstance(outcome, _Failed):
         raise outcome.exc  # still HTTP: gunicorn answers it (a 500)
-    return cast("Iterable[bytes]", outcome)
+    return outcome  # type: ignore[return-value]  # (what run() returned: the HTTP answer or [])
 
 
 _PENDING = object()
@@ -286,7 +286,8 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
     force_close = getattr(response, "force_close", None)
     if callable(force_close):
         force_close()
-    if is_sync_worker(environ):
+    handoff = environ.get(ENVIRON_HANDOFF)
+    if handoff is None and is_sync_worker(environ):  # (a handoff: the gevent worker)
         warn_sync_worker()
     body = environ.get("wsgi.input")
     unreader = getattr(getattr(body, "reader", None), "unreader", None)
@@ -305,7 +306,6 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         buf.truncate()
         return data
 
-    handoff = environ.get(ENVIRON_HANDOFF)
     detach = handoff.detach if isinstance(handoff, _Handoff) else None
     send_head = _head_sender(response, sock) if _sends_own_head(response) else None
     return Hijack(sock, take_buffered, send_head=send_head, detach=detach)
