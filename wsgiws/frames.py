@@ -101,6 +101,8 @@ except ImportError:  # pragma: no cover - depends on the build
     apply_mask = _apply_mask_python
 
 
+#: (Bound once: a member lookup on its enum class is slow on Python 3.11; see protocol.py.)
+_NO_STATUS: Final = CloseCode.NO_STATUS
 _PACK_H: Final = struct.Struct("!H").pack
 _PACK_Q: Final = struct.Struct("!Q").pack
 _UNPACK_H: Final = struct.Struct("!H").unpack_from
@@ -146,7 +148,7 @@ def frame(
 
 def encode_close_payload(code: int, reason: str) -> bytes:
     """A close frame's payload: the code (none for 1005) and the UTF-8 reason (RFC 6455 5.5.1)."""
-    if code == CloseCode.NO_STATUS:
+    if code == _NO_STATUS:
         return b""
     if not is_valid_close_code(code):
         raise ValueError(f"close code {code} may not be sent on the wire")
@@ -160,7 +162,7 @@ def parse_close_payload(payload: bytes) -> tuple[int, str]:
     """A received close frame's code (1005 when absent) and reason; FrameError when invalid."""
     n = len(payload)
     if n == 0:
-        return CloseCode.NO_STATUS, ""
+        return _NO_STATUS, ""
     if n == 1:
         raise FrameError(CloseCode.PROTOCOL_ERROR, "close frame with a 1-byte payload")
     (code,) = _UNPACK_H(payload, 0)

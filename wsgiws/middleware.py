@@ -38,6 +38,8 @@ ENVIRON_OPTIONS = "wsgiws.options"
 ENVIRON_ACCEPTED = "wsgiws.accepted"
 ENVIRON_HIJACK = "wsgiws.hijack"
 
+_NORMAL = CloseCode.NORMAL  # (bound once: slow to look up on its class on Python 3.11)
+
 
 @dataclass(frozen=True)
 class WebSocketOptions:
@@ -238,7 +240,7 @@ def _run(
             answer = Reject(status if isinstance(status, int) else 500, "answered with HTTP")
             refused(environ, client, answer, options.log_query_string)
             return False, result
-        close_quietly(ws, CloseCode.NORMAL, "")
+        close_quietly(ws, _NORMAL, "")
     if not ws.accepted:  # the handler raised ConnectionClosed before accepting: odd, but done
         return False, None
     return True, None

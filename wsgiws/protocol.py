@@ -172,8 +172,18 @@ _UNPACK_H: Final = struct.Struct("!H").unpack_from
 _UNPACK_Q: Final = struct.Struct("!Q").unpack_from
 #: Outgoing payloads up to this size are copied behind their header (one buffer).
 _JOIN_LIMIT: Final = 16384
+# Enum members the engine reads per connection or per message, bound once: on Python
+# 3.11 looking a member up on its class costs as much as ten dict lookups (the enum
+# metaclass's __getattr__ keeps the attribute cache away).
 _OPEN: Final = State.OPEN
+_CLOSING: Final = State.CLOSING
 _CLOSED: Final = State.CLOSED
+_CLIENT: Final = Role.CLIENT
+_TEXT: Final = Opcode.TEXT
+_CLOSE: Final = Opcode.CLOSE
+_PING: Final = Opcode.PING
+_PONG: Final = Opcode.PONG
+_NO_STATUS: Final = CloseCode.NO_STATUS
 _DEFAULT_FRAGMENT_SIZE: Final = 1 << 20
 
 
@@ -261,16 +271,16 @@ class Protocol:
         fragment_size: int = _DEFAULT_FRAGMENT_SIZE,
     ) -> None:
         self.role = role
-        self.state = State.OPEN
+        self.state = _OPEN
         self.max_message_size = max_message_size
         if max_fragments is None and max_message_size is not None:
             max_fragments = max(1024, max_message_size // 64)
         self.max_fragments = max_fragments
         self.extension = extension
         self.fragment_size = fragment_size
-        self._is_client = role is Role.CLIENT
+        self._is_client = role is _CLIENT
         # Incoming: frames from the peer are masked iff we are the server.
-        self._expect_mask = 0x80 if role is Role.SERVER else 0x00
+        self._expect_mask = 0x00 if self._is_client else 0x80
         self._allowed_rsv = extension.rsv1 if extension is not None else 0
         self._buf: bytes | bytearray = b""  # unparsed input (b"" while empty: no allocation)
         self._need = 2  # bytes the parser needs before it can make progress
@@ -486,7 +496,7 @@ class Protocol:
             if compressed:
                 assert self.extension is not None
                 self.extension.begin_message()
-            if opcode == Opcode.TEXT:
+            if opcode == _TEXT:
                 self._decoder = _UTF8_DECODER()
         self._msg_frames += 1
         if self.max_fragments is not None and self._msg_frames > self.max_fragments:
@@ -511,11 +521,11 @@ class Protocol:
             raise FrameError(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
 
     def _control_frame(self, opcode: int, payload: bytes, events: list[Event]) -> None:
-        if opcode == Opcode.PING:
+        if opcode == _PING:
             if self.close_sent is None:
                 self._pending_pongs.append(payload)
             events.append(Ping(payload))
-        elif opcode == Opcode.PONG:
+        elif opcode == _PONG:
             events.append(Pong(payload))
         else:
             close = Close(*parse_close_payload(payload))
@@ -529,7 +539,7 @@ class Protocol:
             # The reply to our close. Our code describes the connection unless the peer
             # answered with the same one (or none): then its reason is the fuller one.
             ours = self.close_sent
-            if ours.code in (close.code, CloseCode.NO_STATUS):
+            if ours.code in (close.code, _NO_STATUS):
                 self._end(close.code, close.reason, "local")
             else:
                 self._end(ours.code, ours.reason, "local")
@@ -727,7 +737,7 @@ class Protocol:
         self._check_can_send()
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError("ping payload over 125 bytes")
-        self._out.append(frame(Opcode.PING, payload, masked=self._is_client))
+        self._out.append(frame(_PING, payload, masked=self._is_client))
 
     def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake (RFC 6455 7.1.2), or answer the peer's close when it
@@ -749,7 +759,7 @@ class Protocol:
             self._end(theirs.code, theirs.reason, "remote")
             return
         self._queue_close(code, reason)
-        self.state = State.CLOSING
+        self.state = _CLOSING
 
     @property
     def close_pending(self) -> bool:
@@ -780,16 +790,14 @@ class Protocol:
 
     def _queue_close(self, code: int, reason: str) -> None:
         self.close_sent = Close(code, reason)
-        self._out.append(
-            frame(Opcode.CLOSE, encode_close_payload(code, reason), masked=self._is_client)
-        )
+        self._out.append(frame(_CLOSE, encode_close_payload(code, reason), masked=self._is_client))
 
     def _take_pongs(self) -> None:
         pongs = self._pending_pongs
         if pongs:
             if self.state is _OPEN:
                 masked = self._is_client
-                self._out += [frame(Opcode.PONG, payload, masked=masked) for payload in pongs]
+                self._out += [frame(_PONG, payload, masked=masked) for payload in pongs]
             pongs.clear()
 
     def _queue_eof(self) -> None:
@@ -799,7 +807,7 @@ class Protocol:
 
     def _end(self, code: int, reason: str, initiator: Initiator) -> None:
         """The connection is over: record how; a server ends TCP first (RFC 6455 7.1.1)."""
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self.close_code = code
         self.close_reason = reason
         self.close_initiator = initiator
@@ -835,7 +843,7 @@ class Protocol:
         """
         if self.state is _OPEN or self.eof_received:
             return False
-        if self.state is State.CLOSING:
+        if self.state is _CLOSING:
             return True
         return self._is_client or self.close_received is None
 

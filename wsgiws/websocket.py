@@ -78,8 +78,11 @@ _MAX_READ_SIZE: Final = 1 << 18  # one read of a large frame's payload takes at 
 _YIELD_EVERY: Final = 16  # messages handed out between forced yields to other connections
 #: Received messages kept unread beyond which keepalive stops reading (it only looks).
 _KEEPALIVE_READ_LIMIT: Final = 256
+# (Bound once: a member lookup on its enum class is slow on Python 3.11; see protocol.py.)
 _CLOSED: Final = State.CLOSED
 _OPEN: Final = State.OPEN
+_SERVER: Final = Role.SERVER
+_NORMAL: Final = CloseCode.NORMAL
 
 
 def _payload_size(data: str | bytes | bytearray | memoryview) -> int:
@@ -326,7 +329,7 @@ class WebSocket:
                     continue
                 if proto.close_pending:
                     # Everything the peer sent before its close is taken: answer it now.
-                    self._send_close(proto, CloseCode.NORMAL, "")
+                    self._send_close(proto, _NORMAL, "")
                     continue
                 self._read(deadline, receiving=True)
             incoming = self._incoming
@@ -896,7 +899,7 @@ class WebSocket:
         sock = self._sock
         proto = self._proto
         assert sock is not None and proto is not None
-        server = self.role is Role.SERVER
+        server = self.role is _SERVER
         may_read = reading or self._read_lock.acquire(blocking=False)
         try:
             if may_read and proto.close_expected():
