@@ -145,7 +145,6 @@ request_header_bytes(PyObject *module, PyObject *environ)
     }
     while (PyDict_Next(environ, &pos, &key, &value)) {
         Py_ssize_t n;
-        int query;
         if (!PyUnicode_Check(key)) {
             continue; /* not a CGI variable (PEP 3333 keys are str) */
         }
@@ -155,12 +154,12 @@ request_header_bytes(PyObject *module, PyObject *environ)
             return NULL;
         }
 #endif
-        query = PyUnicode_CompareWithASCIIString(key, "QUERY_STRING") == 0;
-        if (!query) {
-            if (!has_header_prefix(key)) {
-                continue;
-            }
+        if (has_header_prefix(key)) {
             size += PyUnicode_GET_LENGTH(key);
+        }
+        else if (PyUnicode_GET_LENGTH(key) != 12
+                 || PyUnicode_CompareWithASCIIString(key, "QUERY_STRING") != 0) {
+            continue;
         }
         if (PyUnicode_Check(value)) {
             n = PyUnicode_GET_LENGTH(value);
