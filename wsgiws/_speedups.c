@@ -3,8 +3,8 @@
  * and the size of an upgrade request's headers (the max_request_headers limit).
  *
  * wsgiws works without it (wsgiws.frames and wsgiws.limits fall back to
- * pure-Python versions, the reference for what these do); setup.py builds it when a C compiler is available, unless
- * WSGIWS_NO_EXTENSIONS=1 is set.
+ * pure-Python versions, the reference for what these do); setup.py builds it
+ * when a C compiler is available, unless WSGIWS_NO_EXTENSIONS=1 is set.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -96,18 +96,13 @@ class Metrics:
         self.live.add(traffic)
         self.handshake(101)
 
-    def closed(
-        self, traffic: Traffic, code: int, initiator: str, counts: tuple[int, int, int, int]
-    ) -> None:
-        """``counts``: what ``traffic`` says last (messages and bytes in, messages and bytes
-        out), which the caller reads once."""
+    def closed(self, traffic: Traffic, code: int, initiator: str) -> None:
         self.open_connections -= 1
         self.live.discard(traffic)
-        messages_in, bytes_in, messages_out, bytes_out = counts
-        self.messages_in += messages_in
-        self.bytes_in += bytes_in
-        self.messages_out += messages_out
-        self.bytes_out += bytes_out
+        self.messages_in += traffic.messages_in
+        self.bytes_in += traffic.bytes_in
+        self.messages_out += traffic.messages_out
+        self.bytes_out += traffic.bytes_out
         key = (code, initiator)
         self.closes[key] = self.closes.get(key, 0) + 1
         if self.open_connections == 0 and self.drain_started is not None:

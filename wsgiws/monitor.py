@@ -176,16 +176,7 @@ class SessionObserver:
             )
 
     def closed(self, ws: WebSocket, code: int, reason: str, initiator: CloseInitiator) -> None:
-        engine = self.traffic  # read here, not through the four properties above
-        counts = (0, 0, 0, 0)
-        if engine is not None:
-            counts = (
-                engine.messages_in - self.not_delivered,
-                engine.bytes_in - self.not_delivered_bytes,
-                engine.messages_out,
-                engine.bytes_out,
-            )
-        metrics.closed(self, code, initiator, counts)
+        metrics.closed(self, code, initiator)
         if self.idle is not None:
             self.idle.cancel()
         if not logger.isEnabledFor(logging.INFO):
