@@ -248,6 +248,27 @@ def test_metrics_after_a_scripted_set_of_connections() -> None:
         assert now["bytes_out"] == 5 + 1000
 
 
+def test_messages_a_limit_dropped_are_not_counted_as_received() -> None:
+    # The engine counts every message in; the totals leave out what never reached the
+    # application, while the connection is open and after it closed.
+    with serve("pywsgi", "tests.ops_app:app") as srv:
+        with connect(srv.url + "/drop") as ws:
+            for message in ("aa", "bb", "cc", "dd", "eee"):
+                ws.send(message)
+            assert [ws.recv(timeout=5), ws.recv(timeout=5)] == ["aa", "bb"]  # burst 2
+            deadline = time.monotonic() + 10
+            while (now := numbers(srv))["limited"].get("message_rate", 0) < 3:
+                assert time.monotonic() < deadline, now
+                time.sleep(0.05)
+            assert (now["messages_in"], now["bytes_in"]) == (2, 4)
+        deadline = time.monotonic() + 10
+        while (now := numbers(srv))["open_connections"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert now["open_connections"] == 0
+        assert (now["messages_in"], now["bytes_in"]) == (2, 4)
+        assert (now["messages_out"], now["bytes_out"]) == (2, 4)
+
+
 # -------------------------------------------------------------- unit pieces
 
 

@@ -33,8 +33,9 @@ RTT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 
 
 class Traffic(Protocol):
-    """One open connection's counters (a :class:`wsgiws.monitor.SessionObserver`, or the
-    engine's own: ``WebSocket.traffic``)."""
+    """One open connection's counters: the engine's own (``WebSocket.traffic``), which
+    count every data message; what a limit kept from the application is taken off the
+    totals (:meth:`Metrics.not_delivered`)."""
 
     @property
     def messages_in(self) -> int: ...
@@ -53,7 +54,8 @@ class Metrics:
         self.open_connections = 0  #: gauge: WebSockets open now
         #: handshakes by HTTP status answered: 101 accepted, 403/429/503/... refused
         self.handshakes: dict[int, int] = {}
-        # Traffic of connections that ended; open ones count their own (see ``live``).
+        # Traffic of connections that ended, less what limits kept from the application;
+        # open ones count their own (see ``live``).
         self.messages_in = 0
         self.messages_out = 0
         self.bytes_in = 0  #: payload bytes received (after inflation)
@@ -95,6 +97,12 @@ class Metrics:
         self.open_connections += 1
         self.live.add(traffic)
         self.handshake(101)
+
+    def not_delivered(self, size: int) -> None:
+        """A limit kept a received message (``size`` bytes) from the application: the
+        engine counted it in, the totals must not."""
+        self.messages_in -= 1
+        self.bytes_in -= size
 
     def closed(self, traffic: Traffic, code: int, initiator: str) -> None:
         self.open_connections -= 1

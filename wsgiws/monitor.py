@@ -15,11 +15,12 @@ from . import connlog
 from .exceptions import PolicyViolation
 from .handshake import Reject
 from .limits import IdleTimer, TokenBucket
-from .metrics import Traffic, metrics
+from .metrics import metrics
 from .observer import CloseInitiator
 
 if TYPE_CHECKING:
     from .middleware import WebSocketOptions
+    from .protocol import Protocol
     from .websocket import WebSocket
 
 __all__ = ["SessionObserver", "refused"]
@@ -82,30 +83,12 @@ class SessionObserver:
         self.debug = False
         #: Called per message only to limit or to log at DEBUG; the engine does the counting.
         self.per_message = self.checks
-        self.traffic: Traffic | None = None
-
-    # The counters metrics.snapshot() adds up (metrics.Traffic): the engine's, less what
-    # the limits kept from the application.
-    @property
-    def messages_in(self) -> int:
-        return 0 if self.traffic is None else self.traffic.messages_in - self.not_delivered
-
-    @property
-    def bytes_in(self) -> int:
-        return 0 if self.traffic is None else self.traffic.bytes_in - self.not_delivered_bytes
-
-    @property
-    def messages_out(self) -> int:
-        return 0 if self.traffic is None else self.traffic.messages_out
-
-    @property
-    def bytes_out(self) -> int:
-        return 0 if self.traffic is None else self.traffic.bytes_out
+        self.traffic: Protocol | None = None  # the engine's counters, once open
 
     def opened(self, ws: WebSocket) -> None:
         self.started = time.monotonic()
         self.traffic = ws.traffic
-        metrics.opened(self)
+        metrics.opened(self.traffic)
         self.debug = logger.isEnabledFor(logging.DEBUG)  # read once: the hot path stays cheap
         self.per_message = self.checks or self.debug
         if self.debug:
@@ -142,6 +125,7 @@ class SessionObserver:
 
     def _over_limit(self, ws: WebSocket, limit: str, size: int, now: float) -> bool:
         metrics.limit(limit)
+        metrics.not_delivered(size)
         self.not_delivered += 1
         self.not_delivered_bytes += size
         if not self.drop:
@@ -176,7 +160,9 @@ class SessionObserver:
             )
 
     def closed(self, ws: WebSocket, code: int, reason: str, initiator: CloseInitiator) -> None:
-        metrics.closed(self, code, initiator)
+        traffic = self.traffic
+        if traffic is not None:
+            metrics.closed(traffic, code, initiator)
         if self.idle is not None:
             self.idle.cancel()
         if not logger.isEnabledFor(logging.INFO):
@@ -189,11 +175,11 @@ class SessionObserver:
             reason,
             initiator,
             time.monotonic() - self.started,
-            self.messages_in,
-            self.bytes_in,
+            0 if traffic is None else traffic.messages_in - self.not_delivered,
+            0 if traffic is None else traffic.bytes_in - self.not_delivered_bytes,
             dropped,
-            self.messages_out,
-            self.bytes_out,
+            0 if traffic is None else traffic.messages_out,
+            0 if traffic is None else traffic.bytes_out,
             self._request(ws),
             extra=connlog.extra(self.id),
         )
