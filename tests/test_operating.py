@@ -46,6 +46,14 @@ def numbers(server: Server) -> dict[str, Any]:
         return result
 
 
+def settled(server: Server) -> dict[str, Any]:
+    """The numbers once every connection has closed (at most 10 s later)."""
+    deadline = time.monotonic() + 10
+    while (now := numbers(server))["open_connections"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return now
+
+
 def refusal(url: str, **kwargs: Any) -> tuple[int, dict[str, str]]:
     with pytest.raises(InvalidStatus) as info:
         connect(url, **kwargs)
@@ -236,9 +244,7 @@ def test_metrics_after_a_scripted_set_of_connections() -> None:
             ws.send("x")
             assert closed_with(ws) == (4000, "server says bye")
         refusal(srv.url + "/echo", origin="http://evil.example")
-        deadline = time.monotonic() + 10
-        while (now := numbers(srv))["open_connections"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        now = settled(srv)
         assert now["open_connections"] == 0
         assert now["handshakes"] == {"101": 3, "403": 1}
         assert now["closes"] == {"1000/remote": 1, "4001/remote": 1, "4000/local": 1}
@@ -261,9 +267,7 @@ def test_messages_a_limit_dropped_are_not_counted_as_received() -> None:
                 assert time.monotonic() < deadline, now
                 time.sleep(0.05)
             assert (now["messages_in"], now["bytes_in"]) == (2, 4)
-        deadline = time.monotonic() + 10
-        while (now := numbers(srv))["open_connections"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        now = settled(srv)
         assert now["open_connections"] == 0
         assert (now["messages_in"], now["bytes_in"]) == (2, 4)
         assert (now["messages_out"], now["bytes_out"]) == (2, 4)

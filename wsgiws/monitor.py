@@ -161,8 +161,9 @@ class SessionObserver:
 
     def closed(self, ws: WebSocket, code: int, reason: str, initiator: CloseInitiator) -> None:
         traffic = self.traffic
-        if traffic is not None:
-            metrics.closed(traffic, code, initiator)
+        if traffic is None:
+            return  # never opened: nothing was counted or logged as open
+        metrics.closed(traffic, code, initiator)
         if self.idle is not None:
             self.idle.cancel()
         if not logger.isEnabledFor(logging.INFO):
@@ -175,11 +176,11 @@ class SessionObserver:
             reason,
             initiator,
             time.monotonic() - self.started,
-            0 if traffic is None else traffic.messages_in - self.not_delivered,
-            0 if traffic is None else traffic.bytes_in - self.not_delivered_bytes,
+            traffic.messages_in - self.not_delivered,
+            traffic.bytes_in - self.not_delivered_bytes,
             dropped,
-            0 if traffic is None else traffic.messages_out,
-            0 if traffic is None else traffic.bytes_out,
+            traffic.messages_out,
+            traffic.bytes_out,
             self._request(ws),
             extra=connlog.extra(self.id),
         )
