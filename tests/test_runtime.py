@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wsgiws import drain
+from wsgiws import drain, keepalive
 from wsgiws._runtime import _timer_thread, runtime_for
 from wsgiws.exceptions import ConnectionClosed
 from wsgiws.protocol import Role
@@ -241,15 +241,47 @@ def test_opener_refuses_while_draining() -> None:
     assert info.value.status == 503
 
 
-def test_pending_timers_are_cancelled_on_close() -> None:
+def test_pending_pings_are_cancelled_on_close() -> None:
     a, b = socket.socketpair()
-    base = _timer_thread.pending()
+    base = keepalive.pending()
     server = WebSocket(role=Role.SERVER, sock=a, ping_interval=30)
-    assert _timer_thread.pending() == base + 1
+    assert keepalive.pending() == base + 1
     b.close()
     with pytest.raises(ConnectionClosed):
         server.receive()
-    assert _timer_thread.pending() == base
+    assert keepalive.pending() == base
+
+
+def test_connections_with_one_interval_share_one_timer() -> None:
+    """A keepalive per connection costs no timer of its own: the schedule's one timer
+    stays the only one however many connections wait, and a slot that emptied (its
+    connections closed) fires without pinging anyone."""
+    pairs = [socket.socketpair() for _ in range(5)]
+    base, waiting = _timer_thread.pending(), keepalive.pending()
+    servers = [WebSocket(role=Role.SERVER, sock=a, ping_interval=47.5) for a, _ in pairs]
+    assert _timer_thread.pending() == base + 1
+    assert keepalive.pending() == waiting + 5
+    for server, (_, b) in zip(servers, pairs, strict=True):
+        b.close()
+        with pytest.raises(ConnectionClosed):
+            server.receive()
+    assert _timer_thread.pending() == base + 1  # still set, for a slot now empty
+    for a, _ in pairs:
+        a.close()
+
+
+def test_a_ping_comes_between_its_interval_and_an_eighth_more() -> None:
+    a, b = socket.socketpair()
+    opened = time.monotonic()
+    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=0.4, ping_timeout=None)
+    b.settimeout(5)
+    assert b.recv(2) == b"\x89\x00"  # an empty ping
+    waited = time.monotonic() - opened
+    assert waited >= 0.4
+    server.close_timeout = 0.2
+    server.close()
+    a.close()
+    b.close()
 
 
 def test_thread_mode_keepalive() -> None:
