@@ -245,6 +245,7 @@ class Protocol:
         "bytes_out",
         "close_code",
         "close_initiator",
+        "close_pending",
         "close_reason",
         "close_received",
         "close_sent",
@@ -308,6 +309,17 @@ class Protocol:
         self._eof_queued = False
         self.close_sent: Close | None = None
         self.close_received: Close | None = None
+        #: True while the peer's close awaits our reply (:meth:`send_close` sends it): it
+        #: came while we were OPEN. An attribute, not a property: the I/O layer asks on
+        #: every read.
+        #:
+        #: RFC 6455 5.5.1: the endpoint receiving a close "MUST send a Close frame in
+        #: response ... as soon as practical" and "MAY delay sending a Close frame until
+        #: its current message is sent". The engine leaves the moment to the I/O layer:
+        #: when the application has taken the messages that preceded the close, it may
+        #: answer them first, so the data in flight is not lost (1.4). Until the reply the
+        #: engine still sends data frames; it ignores anything more from the peer.
+        self.close_pending = False
         self.eof_received = False
         self.failure: ProtocolFailure | None = None
         self.close_code: int | None = None
@@ -532,6 +544,7 @@ class Protocol:
             self.close_received = close
             events.append(close)
             if self.close_sent is None:
+                self.close_pending = True
                 # The peer closes first. Our reply waits until the application has taken
                 # the messages that came before this close (they follow it in ``events``):
                 # until then it may still answer them (see send_close, close_pending).
@@ -749,7 +762,7 @@ class Protocol:
         cannot be completed: the close goes out anyway (a control frame may come between
         fragments, 5.4).
         """
-        encode_close_payload(code, reason)  # validate before changing anything
+        payload = encode_close_payload(code, reason)  # validate before changing anything
         if self.state is not _OPEN:
             return
         self._take_pongs()  # pings that came before our close still get their pongs, first
@@ -758,21 +771,8 @@ class Protocol:
             self._queue_close(theirs.code, "")  # an empty close gets an empty reply
             self._end(theirs.code, theirs.reason, "remote")
             return
-        self._queue_close(code, reason)
+        self._queue_close(code, reason, payload)
         self.state = _CLOSING
-
-    @property
-    def close_pending(self) -> bool:
-        """True while the peer's close awaits our reply (:meth:`send_close` sends it).
-
-        RFC 6455 5.5.1: the endpoint receiving a close "MUST send a Close frame in
-        response ... as soon as practical" and "MAY delay sending a Close frame until
-        its current message is sent". The engine leaves the moment to the I/O layer:
-        when the application has taken the messages that preceded the close, it may
-        answer them first, so the data in flight is not lost (1.4). Until the reply the
-        engine still sends data frames; it ignores anything more from the peer.
-        """
-        return self.close_received is not None and self.state is _OPEN
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 7.1.7): a close with ``code`` unless one was sent,
@@ -788,9 +788,12 @@ class Protocol:
             self._queue_close(code, reason)
         self._end(code, reason, "abnormal" if code == CloseCode.ABNORMAL else "local")
 
-    def _queue_close(self, code: int, reason: str) -> None:
+    def _queue_close(self, code: int, reason: str, payload: bytes | None = None) -> None:
+        # ``payload``: encode_close_payload(code, reason), when the caller has it already.
+        if payload is None:
+            payload = encode_close_payload(code, reason)
         self.close_sent = Close(code, reason)
-        self._out.append(frame(_CLOSE, encode_close_payload(code, reason), masked=self._is_client))
+        self._out.append(frame(_CLOSE, payload, masked=self._is_client))
 
     def _take_pongs(self) -> None:
         pongs = self._pending_pongs
@@ -808,6 +811,7 @@ class Protocol:
     def _end(self, code: int, reason: str, initiator: Initiator) -> None:
         """The connection is over: record how; a server ends TCP first (RFC 6455 7.1.1)."""
         self.state = _CLOSED
+        self.close_pending = False
         self.close_code = code
         self.close_reason = reason
         self.close_initiator = initiator

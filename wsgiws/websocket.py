@@ -660,7 +660,9 @@ class WebSocket:
         lock = self._send_lock
         if deadline is None:
             lock.acquire()
-        elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        elif not (
+            lock.acquire(False) or lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        ):
             return False
         closed = False
         try:
@@ -877,8 +879,9 @@ class WebSocket:
 
     def _run_close_callbacks(self) -> None:
         callbacks, self._close_callbacks = self._close_callbacks, None
-        for callback in callbacks or ():
-            self._call_close_callback(callback)
+        if callbacks is not None:
+            for callback in callbacks:
+                self._call_close_callback(callback)
 
     def _call_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
         try:
