@@ -12,6 +12,8 @@ import pytest
 from wsgiws import drain, keepalive
 from wsgiws._runtime import _timer_thread, runtime_for
 from wsgiws.exceptions import ConnectionClosed
+from wsgiws.middleware import WebSocketOptions
+from wsgiws.monitor import SessionObserver
 from wsgiws.protocol import Role
 from wsgiws.websocket import WebSocket
 
@@ -144,8 +146,11 @@ def pair(gevent_sockets: bool = False) -> tuple[WebSocket, WebSocket]:
         a, b = gsocket.socketpair()
     else:
         a, b = socket.socketpair()
-    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=None, close_timeout=2)
-    drain.register(server)  # what the middleware does when it accepts
+    # The middleware's observer: it registers the connection with the drain while open.
+    observer = SessionObserver({}, WebSocketOptions(), "127.0.0.1")
+    server = WebSocket(
+        role=Role.SERVER, sock=a, ping_interval=None, close_timeout=2, observer=observer
+    )
     client = WebSocket(role=Role.CLIENT, sock=b, ping_interval=None, close_timeout=2)
     return server, client
 

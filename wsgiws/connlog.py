@@ -46,7 +46,7 @@ ENVIRON_CONNECTION_ID = "wsgiws.connection_id"
 def new_id(environ: dict[str, Any]) -> str:
     """Give this upgrade request its id (random: ids from several workers do not collide;
     ``random`` reseeds in every forked worker, and costs no system call, unlike urandom)."""
-    conn_id = f"{random.getrandbits(32):08x}"
+    conn_id = "%08x" % random.getrandbits(32)  # noqa: UP031 (half the cost of f"{n:08x}")
     environ[ENVIRON_CONNECTION_ID] = conn_id
     return conn_id
 

@@ -4,11 +4,12 @@ A worker that stops (a deploy, a reload, ``max_requests`` recycling) should not
 cut its WebSockets: each client should get a close frame with code 1001 and a
 completed closing handshake, so it knows to reconnect (to another worker).
 
-Every accepted server-side :class:`~wsgiws.WebSocket` registers here while it is
-open. :func:`start` begins a drain: from then on :func:`draining` is true, the
-callbacks given to :func:`on_drain` run, new upgrade requests are refused with
-``503 Service Unavailable``, and every open WebSocket is closed with 1001, each
-in its own greenlet or thread. Under gunicorn, :func:`wsgiws.gunicorn.post_worker_init`
+Every server-side :class:`~wsgiws.WebSocket` the middleware accepts registers here
+while it is open (its observer, :class:`wsgiws.monitor.SessionObserver`, does it).
+:func:`start` begins a drain: from then on :func:`draining` is true, the callbacks
+given to :func:`on_drain` run, new upgrade requests are refused with ``503 Service
+Unavailable``, and every open WebSocket is closed with 1001, each in its own greenlet
+or thread. Under gunicorn, :func:`wsgiws.gunicorn.post_worker_init`
 starts the drain when the worker is told to stop; elsewhere call :func:`start`
 from your own shutdown code.
 
@@ -143,9 +144,10 @@ def wait_closed(
 
 
 def register(ws: WebSocket) -> None:
-    """Count ``ws`` among the open WebSockets until it closes.
+    """Count ``ws`` among the open WebSockets until :func:`unregister`.
 
-    The middleware calls it when it accepts a connection (its 101 is sent).
+    The middleware's observer (:class:`wsgiws.monitor.SessionObserver`) calls it when
+    a connection opens (its 101 is sent), and ``unregister`` when it closes.
     """
     # (acquire and release, not ``with``: half the cost, on every connection)
     _lock.acquire()
@@ -154,13 +156,12 @@ def register(ws: WebSocket) -> None:
         late = _draining
     finally:
         _lock.release()
-    ws.add_close_callback(unregister)
     if late:  # accepted while the drain was starting: it goes too
         _close_later(ws)
 
 
 def unregister(ws: WebSocket) -> None:
-    """Forget ``ws`` (it closed)."""
+    """Forget ``ws`` (it closed); a no-op for one not registered."""
     _lock.acquire()
     try:
         _open.pop(id(ws), None)

@@ -96,7 +96,8 @@ class Metrics:
     def opened(self, traffic: Traffic) -> None:
         self.open_connections += 1
         self.live.add(traffic)
-        self.handshake(101)
+        handshakes = self.handshakes  # (handshake(101), inlined: once per connection)
+        handshakes[101] = handshakes.get(101, 0) + 1
 
     def not_delivered(self, size: int) -> None:
         """A limit kept a received message (``size`` bytes) from the application: the

@@ -125,9 +125,6 @@ class _Opener:
         sock.settimeout(None)
         return sock, leftover
 
-    def opened(self, ws: WebSocket) -> None:
-        drain.register(ws)  # a drain (the worker stopping) closes it with 1001
-
 
 def run_session(
     environ: dict[str, Any],

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from . import connlog
+from . import connlog, drain
 from .exceptions import PolicyViolation
 from .handshake import Reject
 from .limits import IdleTimer, TokenBucket
@@ -32,7 +32,8 @@ DROP_WARNING_INTERVAL: Final = 10.0
 
 
 class SessionObserver:
-    """Counts, logs and limits one server-side connection (a ConnectionObserver)."""
+    """Counts, logs and limits one server-side connection (a ConnectionObserver), and keeps
+    it registered with the drain while it is open."""
 
     __slots__ = (
         "byte_bucket",
@@ -89,6 +90,7 @@ class SessionObserver:
         self.started = time.monotonic()
         self.traffic = ws.traffic
         metrics.opened(self.traffic)
+        drain.register(ws)  # a drain (the worker stopping) closes it with 1001
         self.debug = logger.isEnabledFor(logging.DEBUG)  # read once: the hot path stays cheap
         self.per_message = self.checks or self.debug
         if self.debug:
@@ -163,6 +165,7 @@ class SessionObserver:
         traffic = self.traffic
         if traffic is None:
             return  # never opened: nothing was counted or logged as open
+        drain.unregister(ws)
         metrics.closed(traffic, code, initiator)
         if self.idle is not None:
             self.idle.cancel()

@@ -56,12 +56,10 @@ class Opener(_Interface):
     """Opens a server-side connection when it is accepted (the middleware's).
 
     Called with the WebSocket: sends the ``101`` and returns the socket and any
-    bytes the peer sent behind its handshake that were already read. ``opened``
-    runs once the connection is open (registering it with the shutdown drain).
+    bytes the peer sent behind its handshake that were already read.
     """
 
     def __call__(self, ws: WebSocket) -> tuple[socket.socket, bytes]: ...
-    def opened(self, ws: WebSocket) -> None: ...
 
 
 class ConnectionState(enum.Enum):
@@ -245,7 +243,6 @@ class WebSocket:
         opener, self._opener = self._opener, None
         sock, leftover = opener(self)
         self._open(sock, leftover)
-        opener.opened(self)
 
     def _open(self, sock: socket.socket, leftover: bytes) -> None:
         rt = runtime_for(sock)
@@ -319,7 +316,9 @@ class WebSocket:
         incoming = self._incoming
         if not incoming:
             incoming = ()  # holds no reference to a deque while blocked in _read
-            proto = self._ensure_open()
+            proto = self._proto
+            if proto is None:
+                proto = self._ensure_open()
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._incoming:
                 if self._finished:
