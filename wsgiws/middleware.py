@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from . import connlog, drain
@@ -19,7 +20,7 @@ from .exceptions import ConnectionClosed, HijackError
 from .handshake import Accept, Reject, header_tokens, is_upgrade_request, validate_request
 from .limits import RateLimit, admit, client_address, close_quietly
 from .monitor import SessionObserver, refused
-from .protocol import CloseCode, Extension
+from .protocol import CloseCode
 from .servers import ENVIRON_START_RESPONSE as ENVIRON_START_RESPONSE  # (re-exported)
 from .servers import Hijack, detacher, find_socket
 from .websocket import WebSocket
@@ -156,7 +157,9 @@ def run_session(
             require_subprotocol=options.require_subprotocol,
             origins=options.origins,
             negotiate_extension=(
-                None if options.compression is None else _Negotiator(options.compression)
+                None
+                if options.compression is None
+                else partial(server_negotiate, options=options.compression)
             ),
         )
         admission = admit(environ, client, options)
@@ -241,16 +244,6 @@ def _run(
     if not ws.accepted:  # the handler raised ConnectionClosed before accepting: odd, but done
         return False, None
     return True, None
-
-
-class _Negotiator:
-    __slots__ = ("options",)
-
-    def __init__(self, options: DeflateOptions) -> None:
-        self.options = options
-
-    def __call__(self, offer: str) -> tuple[str, Extension] | None:
-        return server_negotiate(offer, self.options)
 
 
 def _respond(start_response: StartResponse, reject: Reject) -> list[bytes]:

@@ -352,10 +352,9 @@ class WebSocket:
         while True:
             message = self._next_message(None)
             if message is None:
-                closed = self._closed_exception()
-                if isinstance(closed, ConnectionClosedOK):
-                    return
-                raise closed
+                if self._ending_code() in OK_CLOSE_CODES:
+                    return  # (no exception object made just to be dropped)
+                raise self._closed_exception()
             yield message
 
     def _read(self, deadline: float | None, receiving: bool = False) -> None:
@@ -846,7 +845,8 @@ class WebSocket:
         if self._keepalive is not None:
             self._keepalive.stop()
             self._keepalive = None
-        self._run_close_callbacks()
+        if self._close_callbacks is not None:
+            self._run_close_callbacks()
         if self.observer is not None:
             try:
                 self.observer.closed(
@@ -878,9 +878,8 @@ class WebSocket:
 
     def _run_close_callbacks(self) -> None:
         callbacks, self._close_callbacks = self._close_callbacks, None
-        if callbacks is not None:
-            for callback in callbacks:
-                self._call_close_callback(callback)
+        for callback in callbacks or ():
+            self._call_close_callback(callback)
 
     def _call_close_callback(self, callback: Callable[[WebSocket], object]) -> None:
         try:
@@ -935,11 +934,16 @@ class WebSocket:
         except (OSError, TimeoutError):
             pass
 
-    def _closed_exception(self) -> ConnectionClosed:
+    def _ending_code(self) -> int:
+        """The close code a closed connection reports."""
         code = self.close_code
         if code is None:  # the engine closed; finishing is under way in another greenlet
             assert self._proto is not None
             code = self._proto.close_code or CloseCode.ABNORMAL
+        return code
+
+    def _closed_exception(self) -> ConnectionClosed:
+        code = self._ending_code()
         cls = ConnectionClosedOK if code in OK_CLOSE_CODES else ConnectionClosedError
         return cls(code, self.close_reason if self.close_code is not None else "")
 

@@ -88,7 +88,19 @@ class Writer:
         """Write held-back frames, then ``parts``, in order; an empty part (the protocol's
         end-of-stream marker) ends our side of TCP after what precedes it."""
         if len(parts) == 1 and self._held is None and parts[0]:
-            self._write_one(parts[0])  # the common case: one frame, nothing held
+            # The common case: one frame, nothing held. Written here, not in a helper: a
+            # call less for every frame.
+            data = parts[0]
+            raw = self._raw
+            if raw is not None:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]  # the rest waits for room in the send buffer
+            self._sock.sendall(data)
             return
         end_stream = bool(parts) and not parts[-1]
         if end_stream:
@@ -104,7 +116,7 @@ class Writer:
             else:
                 parts = [b"".join(held), *parts]
         if len(parts) == 1:
-            self._write_one(parts[0])
+            self.write(parts)  # (nothing is held now: the common case above)
         elif parts:
             self._write_many(parts)
         if end_stream:
@@ -115,18 +127,6 @@ class Writer:
                 (self._raw or self._sock).shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # already gone: the peer has nothing more to read from us either way
-
-    def _write_one(self, data: Buffer) -> None:
-        raw = self._raw
-        if raw is not None:
-            try:
-                sent = raw.send(data)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]  # the rest waits for room in the send buffer
-        self._sock.sendall(data)
 
     def _write_many(self, parts: list[Buffer]) -> None:
         """Without joining them: a large payload is not copied behind its header."""
