@@ -361,7 +361,7 @@ def test_on_gunicorn_the_101_head_is_ours_and_gunicorn_writes_nothing_after_it(
             ("Connection", "Upgrade"),
             ("Sec-WebSocket-Accept", "x"),
         ]
-        hijack.send_head("101 Switching Protocols", headers)
+        a.sendall(hijack.send_head("101 Switching Protocols", headers))  # (the connection's)
         response.close()  # what gunicorn does once the app returned
         a.shutdown(socket.SHUT_WR)
         received = b""

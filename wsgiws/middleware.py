@@ -100,7 +100,7 @@ class _Opener:
         self.accept = accept
         self.hijack = hijack
 
-    def __call__(self, ws: WebSocket) -> tuple[socket.socket, bytes]:
+    def __call__(self, ws: WebSocket) -> tuple[socket.socket, bytes, bytes]:
         start_response = self.environ.get(ENVIRON_START_RESPONSE)
         if start_response is None:
             raise RuntimeError("wsgiws: the app is not wrapped in WebSocketMiddleware")
@@ -112,10 +112,11 @@ class _Opener:
         # Each used once: the environ keeps no closure (over the server's request) for life.
         send_head, hijack.send_head = hijack.send_head, None
         if send_head is not None:
-            send_head(status, headers)
+            head = send_head(status, headers)  # written by the connection, first
         else:
             write = start_response(status, headers)
             write(b"")  # flush the status line and headers now
+            head = b""
         self.environ[ENVIRON_ACCEPTED] = True
         self.environ[ENVIRON_HIJACK] = hijack
         leftover = hijack.take_buffered()
@@ -124,7 +125,7 @@ class _Opener:
             hijack.sock, hijack.detach = hijack.detach(), None
         sock = hijack.sock
         sock.settimeout(None)
-        return sock, leftover
+        return sock, leftover, head
 
 
 def run_session(

@@ -55,11 +55,13 @@ __all__ = ["ConnectionState", "Opener", "PongWaiter", "WebSocket"]
 class Opener(_Interface):
     """Opens a server-side connection when it is accepted (the middleware's).
 
-    Called with the WebSocket: sends the ``101`` and returns the socket and any
-    bytes the peer sent behind its handshake that were already read.
+    Called with the WebSocket: answers the handshake and returns the socket, any
+    bytes the peer sent behind its handshake that were already read, and the ``101``
+    head when it is for the connection to write (as its first bytes; ``b""`` when the
+    server wrote it). Writing it with the connection's own writer costs no second one.
     """
 
-    def __call__(self, ws: WebSocket) -> tuple[socket.socket, bytes]: ...
+    def __call__(self, ws: WebSocket) -> tuple[socket.socket, bytes, bytes]: ...
 
 
 class ConnectionState(enum.Enum):
@@ -241,10 +243,10 @@ class WebSocket:
                 raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
             self.subprotocol = subprotocol
         opener, self._opener = self._opener, None
-        sock, leftover = opener(self)
-        self._open(sock, leftover)
+        sock, leftover, head = opener(self)
+        self._open(sock, leftover, head)
 
-    def _open(self, sock: socket.socket, leftover: bytes) -> None:
+    def _open(self, sock: socket.socket, leftover: bytes, head: bytes = b"") -> None:
         rt = runtime_for(sock)
         self._rt = rt
         self._read_lock = rt.lock()
@@ -252,6 +254,10 @@ class WebSocket:
         self._sock = sock
         self._raw_sock = rt.raw_socket(sock)
         self._writer = Writer(sock, self._raw_sock)
+        if head:
+            # Before the engine exists: a peer gone meanwhile fails accept() with OSError,
+            # and the connection was never open.
+            self._writer.write([head])
         self._leftover = leftover
         self._proto = Protocol(
             self.role,

@@ -27,10 +27,12 @@ class Hijack:
 
     sock: socket.socket
     take_buffered: Callable[[], bytes]
-    #: Writes the 101 head on the socket itself, for a server whose start_response would
-    #: spoil it or costs more than it must; None: the 101 goes through the server's own
-    #: start_response. Used once (it may hold on to the server's request).
-    send_head: Callable[[str, Sequence[tuple[str, str]]], None] | None = None
+    #: Makes the 101 head for the connection to write as its first bytes (and records
+    #: what the server needs of it, for its access log), for a server whose
+    #: start_response would spoil it or costs more than it must; None: the 101 goes
+    #: through the server's own start_response. Used once (it may hold on to the
+    #: server's request).
+    send_head: Callable[[str, Sequence[tuple[str, str]]], bytes] | None = None
     #: What the WSGI app returns to the server once the WebSocket is over.
     end: Callable[[], Iterable[bytes]] = list
     #: Called once the 101 is out and the buffered bytes taken, for a server the

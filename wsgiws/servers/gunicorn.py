@@ -26,9 +26,7 @@ import gevent
 import greenlet
 from gevent import socket as gsocket
 
-from .._runtime import runtime_for
 from ..http import response_head
-from ..writer import Writer
 from ._hijack import ENVIRON_START_RESPONSE, Hijack, is_socket
 
 logger = logging.getLogger("wsgiws")
@@ -307,7 +305,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
         return data
 
     detach = handoff.detach if isinstance(handoff, _Handoff) else None
-    send_head = _head_sender(response, sock) if _sends_own_head(response) else None
+    send_head = _head_sender(response) if _sends_own_head(response) else None
     return Hijack(sock, take_buffered, send_head=send_head, detach=detach)
 
 
@@ -321,15 +319,12 @@ def _sends_own_head(response: object) -> bool:
     )
 
 
-def _head_sender(
-    response: Any, sock: socket.socket
-) -> Callable[[str, Sequence[tuple[str, str]]], None]:
-    def send_head(status: str, headers: Sequence[tuple[str, str]]) -> None:
+def _head_sender(response: Any) -> Callable[[str, Sequence[tuple[str, str]]], bytes]:
+    def send_head(status: str, headers: Sequence[tuple[str, str]]) -> bytes:
         # gunicorn's write would add Server and Date lines and go through gevent's
         # sendall, and gunicorn 22 and 23 frame a 101 as chunked, ending it with a last
-        # chunk on the WebSocket's stream: written here, the head is what RFC 6455 4.2.2
-        # asks for and nothing more.
-        Writer(sock, runtime_for(sock).raw_socket(sock)).write([response_head(status, headers)])
+        # chunk on the WebSocket's stream: written by the connection (its first write),
+        # the head is what RFC 6455 4.2.2 asks for and nothing more.
         # What gunicorn's start_response would record, for its access log line (101) and
         # statsd; set here, since its validation of our own headers is all it would add.
         response.status = status
@@ -337,5 +332,6 @@ def _head_sender(
         response.headers = list(headers)
         response.headers_sent = True  # gunicorn writes no head of its own
         response.chunked = False  # nor a last chunk
+        return response_head(status, headers)
 
     return send_head

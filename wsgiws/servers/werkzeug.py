@@ -39,8 +39,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
     def take_buffered() -> bytes:
         return drain_reader(reader, conn) if isinstance(reader, io.BufferedReader) else b""
 
-    def send_head(status: str, headers: Sequence[tuple[str, str]]) -> None:
-        conn.sendall(response_head(status, headers))
+    def send_head(status: str, headers: Sequence[tuple[str, str]]) -> bytes:
         access_log.info(
             '%s - - [%s] "%s %s %s" %s -',
             environ.get("REMOTE_ADDR", "-"),
@@ -50,6 +49,7 @@ def find(environ: Mapping[str, Any]) -> Hijack | None:
             environ.get("SERVER_PROTOCOL"),
             status.split(None, 1)[0],
         )
+        return response_head(status, headers)  # the connection's first write
 
     return Hijack(conn, take_buffered, send_head=send_head, end=_handed_over)
 
