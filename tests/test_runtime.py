@@ -301,3 +301,36 @@ def test_thread_mode_keepalive() -> None:
     time.sleep(0.8)  # now nobody reads on the client side: no pongs
     assert server.closed and server.close_code == 1011
     b.close()
+
+
+def test_a_join_racing_the_tick_that_stops_the_schedule_is_not_lost() -> None:
+    """Thread mode: a connection joins the filling slot while the timer's thread runs the
+    tick that finds every slot empty and stops. The join, reading the stopped flag, must
+    not leave its keepalive in a slot nobody looks at any more."""
+    from wsgiws.keepalive import Keepalive, _Schedule
+
+    class Runtime:
+        def __init__(self) -> None:
+            self.armed: list[float] = []
+
+        def call_later(self, seconds: float, func: object) -> None:
+            self.armed.append(seconds)
+
+        def spawn(self, func: object) -> None:
+            raise AssertionError("nothing is due")
+
+    runtime = Runtime()
+    schedule = _Schedule(runtime, 8.0)  # type: ignore[arg-type]
+    schedule._ticking = True  # its timer is set, every slot empty
+
+    class RacedSlot(set):  # type: ignore[type-arg]
+        def add(self, item: object) -> None:
+            schedule._tick()  # the other thread's tick, between the join's read and its add
+            super().add(item)
+
+    schedule.filling = RacedSlot()
+    keepalive = Keepalive(runtime, None, 8.0, None)  # type: ignore[arg-type]
+    slot = schedule.join(keepalive)
+    assert keepalive in schedule.filling and slot is schedule.filling
+    assert schedule.pending() == 1
+    assert runtime.armed == [1.0]  # the join set the timer again, one slot ahead

@@ -151,6 +151,12 @@ class _Schedule:
         # clears the flag (see _tick), so one of the two sees the other.
         if not self._ticking:
             with self._lock:
+                if slot is not self.filling and not any(s is slot for s in self._closed):
+                    # (thread mode) A tick closed our slot and, finding every slot still
+                    # empty, stopped and dropped them all before our add: join afresh.
+                    slot.discard(keepalive)
+                    slot = self.filling
+                    slot.add(keepalive)
                 if not self._ticking:
                     self._ticking = True
                     self._runtime.call_later(self._width, self._tick)
