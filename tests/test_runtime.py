@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from wsgiws import drain, keepalive
-from wsgiws._runtime import _timer_thread, runtime_for
+from wsgiws._runtime import runtime_for
 from wsgiws.exceptions import ConnectionClosed
 from wsgiws.middleware import WebSocketOptions
 from wsgiws.monitor import SessionObserver
@@ -248,34 +248,68 @@ def test_opener_refuses_while_draining() -> None:
 
 def test_pending_pings_are_cancelled_on_close() -> None:
     a, b = socket.socketpair()
-    base = keepalive.pending()
-    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=30)
-    assert keepalive.pending() == base + 1
+    server = WebSocket(role=Role.SERVER, sock=a, ping_interval=30.5)  # (its own schedule)
+    schedule = keepalive._schedules[(runtime_for(a), 30.5)]
+    assert schedule.pending() == 1
     b.close()
     with pytest.raises(ConnectionClosed):
         server.receive()
-    assert keepalive.pending() == base
+    assert schedule.pending() == 0
+    a.close()
+
+
+class RecordingRuntime:
+    """What a keepalive schedule asks of its runtime, recorded instead of done."""
+
+    def __init__(self) -> None:
+        self.armed: list[float] = []
+        self.spawned: list[object] = []
+
+    def call_later(self, seconds: float, func: object) -> None:
+        self.armed.append(seconds)
+
+    def spawn(self, func: object) -> None:
+        self.spawned.append(func)
 
 
 def test_connections_with_one_interval_share_one_timer() -> None:
-    """A keepalive per connection costs no timer of its own: the schedule's one timer
-    stays the only one however many connections wait, and a slot that emptied (its
-    connections closed) fires without pinging anyone."""
-    pairs = [socket.socketpair() for _ in range(5)]
-    base, waiting = _timer_thread.pending(), keepalive.pending()
-    servers = [WebSocket(role=Role.SERVER, sock=a, ping_interval=47.5) for a, _ in pairs]
-    assert _timer_thread.pending() == base + 1
-    assert keepalive.pending() == waiting + 5
-    for server, (_, b) in zip(servers, pairs, strict=True):
-        b.close()
-        with pytest.raises(ConnectionClosed):
-            server.receive()
-    assert _timer_thread.pending() == base + 1  # still set, for a slot now empty
-    for a, _ in pairs:
-        a.close()
+    """However many keepalives wait, the schedule's one timer is set once; a tick that
+    finds every slot empty (their connections closed) pings nobody and stops it."""
+    from wsgiws.keepalive import Keepalive, _Schedule
+
+    runtime = RecordingRuntime()
+    schedule = _Schedule(runtime, 8.0)  # type: ignore[arg-type]
+    members = [Keepalive(runtime, None, 8.0, None) for _ in range(5)]  # type: ignore[arg-type]
+    for member in members:
+        member._slot = schedule.join(member)  # (what start() does)
+    assert runtime.armed == [1.0] and schedule.pending() == 5
+    for member in members:
+        member.stop()
+    schedule._tick()
+    assert runtime.armed == [1.0] and runtime.spawned == [] and schedule.pending() == 0
 
 
-def test_a_ping_comes_between_its_interval_and_an_eighth_more() -> None:
+def test_a_keepalive_pings_once_its_slot_has_waited_a_whole_interval() -> None:
+    """Its slot closes at the next tick and is taken SLOTS_PER_INTERVAL ticks later:
+    the ping comes at the ninth tick after it joined, and the timer goes on meanwhile."""
+    from wsgiws.keepalive import SLOTS_PER_INTERVAL, Keepalive, _Schedule
+
+    runtime = RecordingRuntime()
+    schedule = _Schedule(runtime, 8.0)  # type: ignore[arg-type]
+    member = Keepalive(runtime, None, 8.0, None)  # type: ignore[arg-type]
+    member._slot = schedule.join(member)
+    for _ in range(SLOTS_PER_INTERVAL):
+        schedule._tick()
+        assert runtime.spawned == []
+    schedule._tick()
+    assert runtime.spawned == [member._ping]
+    assert runtime.armed == [1.0] * (SLOTS_PER_INTERVAL + 1)  # re-set by every tick but the last
+    assert schedule.pending() == 0
+
+
+def test_a_ping_never_comes_before_its_interval() -> None:
+    """The shared schedule may ping up to a slot late, never early (the late bound is a
+    matter of time, not asserted here)."""
     a, b = socket.socketpair()
     opened = time.monotonic()
     server = WebSocket(role=Role.SERVER, sock=a, ping_interval=0.4, ping_timeout=None)
@@ -309,17 +343,7 @@ def test_a_join_racing_the_tick_that_stops_the_schedule_is_not_lost() -> None:
     not leave its keepalive in a slot nobody looks at any more."""
     from wsgiws.keepalive import Keepalive, _Schedule
 
-    class Runtime:
-        def __init__(self) -> None:
-            self.armed: list[float] = []
-
-        def call_later(self, seconds: float, func: object) -> None:
-            self.armed.append(seconds)
-
-        def spawn(self, func: object) -> None:
-            raise AssertionError("nothing is due")
-
-    runtime = Runtime()
+    runtime = RecordingRuntime()
     schedule = _Schedule(runtime, 8.0)  # type: ignore[arg-type]
     schedule._ticking = True  # its timer is set, every slot empty
 
@@ -334,3 +358,4 @@ def test_a_join_racing_the_tick_that_stops_the_schedule_is_not_lost() -> None:
     assert keepalive in schedule.filling and slot is schedule.filling
     assert schedule.pending() == 1
     assert runtime.armed == [1.0]  # the join set the timer again, one slot ahead
+    assert runtime.spawned == []

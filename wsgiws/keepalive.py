@@ -180,16 +180,12 @@ class _Schedule:
                 spawn(keepalive._ping)
 
     def pending(self) -> int:
+        """Keepalives waiting for their ping here (for tests)."""
         with self._lock:
             return len(self.filling) + sum(len(slot) for slot in self._closed)
 
 
 _schedules: dict[tuple[Runtime, float], _Schedule] = {}
-
-
-def pending() -> int:
-    """Keepalives waiting for their next ping, in every schedule (for tests)."""
-    return sum(schedule.pending() for schedule in list(_schedules.values()))
 
 
 if hasattr(os, "register_at_fork"):
