@@ -17,7 +17,7 @@ import codecs
 import enum
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 from typing import Protocol as _Interface
@@ -718,11 +718,33 @@ class Protocol:
             # "The masking key MUST be derived from a strong source of entropy" for each
             # frame (RFC 6455 5.3): a client's frames cannot be shared.
             raise ValueError("a client masks every frame: it cannot send shared frames")
-        if message.frames[0][0] & 0x40 and self.extension is None:
+        if message.compressed and self.extension is None:
             raise ValueError("a compressed frame for a connection without compression")
         self._out += message.frames
         self.messages_out += 1
         self.bytes_out += message.size
+
+    def send_framed_now(self, message: FramedMessage) -> Sequence[Buffer]:
+        """:meth:`send_framed`, then :meth:`data_to_send`, in one call: a broadcast writes
+        one message to many sockets, and this is its step per socket.
+
+        With nothing else queued, the result is ``message.frames`` itself (shared: the
+        writer must not change it).
+        """
+        if (
+            self.state is not _OPEN
+            or self._out_fragmenting
+            or self._is_client
+            or self._out
+            or self._pending_pongs
+        ):
+            self.send_framed(message)  # its checks raise; or the frames join what is queued
+            return self.data_to_send()
+        if message.compressed and self.extension is None:
+            raise ValueError("a compressed frame for a connection without compression")
+        self.messages_out += 1
+        self.bytes_out += message.size
+        return message.frames
 
     def send_fragment(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
         """Queue one piece of a streamed message; the first piece decides text or binary."""
@@ -869,12 +891,15 @@ class FramedMessage:
     on every connection with the same compression settings: a broadcast frames each
     message once per such setting and every connection queues the shared buffers
     (:meth:`Protocol.send_framed`). ``data`` is the message as given; ``frames`` its
-    wire form; ``size`` its payload bytes before compression (what the counters add).
+    wire form; ``size`` its payload bytes before compression (what the counters add);
+    ``compressed`` whether its frames are (RSV1 set: only for connections that negotiated
+    compression).
     """
 
     data: str | bytes
     frames: tuple[Buffer, ...]
     size: int
+    compressed: bool = False
 
     @classmethod
     def frame(cls, data: str | bytes, extension: Extension | None = None) -> FramedMessage:
@@ -885,7 +910,8 @@ class FramedMessage:
         """
         framer = Protocol(Role.SERVER, max_message_size=None, extension=extension)
         framer.send_message(data)
-        return cls(data, tuple(framer.data_to_send()), framer.bytes_out)
+        frames = tuple(framer.data_to_send())
+        return cls(data, frames, framer.bytes_out, bool(frames[0][0] & 0x40))
 
     def __repr__(self) -> str:
         return f"FramedMessage({self.data[:40]!r}, {len(self.frames)} buffers)"

@@ -576,18 +576,33 @@ class WebSocket:
         if raw is None or proto is None:
             return False
         lock = self._send_lock
-        if not lock.acquire(blocking=False):
+        if not lock.acquire(False):  # positional: a keyword costs more, for every socket
             return False
         try:
             writer = self._writer
             if writer.holding:
                 return False
             try:
-                self._queue_messages(proto, messages)
+                if len(messages) == 1 and type(messages[0]) is FramedMessage:
+                    out = proto.send_framed_now(messages[0])  # a broadcast's case: calls count
+                else:
+                    self._queue_messages(proto, messages)
+                    out = proto.data_to_send()
             except InvalidState:
                 return False
             try:
-                if writer.write_nowait(proto.data_to_send()):
+                if len(out) == 1:
+                    # One frame, a broadcast's case: written here, not by the writer (a call
+                    # less for each of many sockets); a rest the socket did not take is kept.
+                    data = out[0]
+                    try:
+                        sent = raw.send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    kept = sent != len(data) and writer.write_nowait([memoryview(data)[sent:]])
+                else:
+                    kept = writer.write_nowait(out)
+                if kept:
                     assert self._rt is not None
                     self._rt.call_soon(self._hold_deadline)
             except OSError as exc:

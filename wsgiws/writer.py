@@ -7,6 +7,7 @@ A write always completes (``sendall`` semantics) or raises ``OSError``.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Final
 
 from .frames import Buffer
@@ -57,7 +58,7 @@ class Writer:
         self._held.append(part)
         return False
 
-    def write_nowait(self, parts: list[Buffer]) -> bool:
+    def write_nowait(self, parts: Sequence[Buffer]) -> bool:
         """Write what the raw socket takes now, without waiting, and keep the rest
         (whatever its size: it must not be lost or reordered) for the next write.
 
@@ -66,10 +67,20 @@ class Writer:
         """
         raw = self._raw
         assert raw is not None and self._held is None
-        try:
-            sent = raw.send(parts[0]) if len(parts) == 1 else raw.sendmsg(parts[:_MAX_PARTS])
-        except BlockingIOError:
-            sent = 0
+        if len(parts) == 1:
+            # A broadcast's usual case (one small frame, all taken): no loop over the parts.
+            data = parts[0]
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return False
+        else:
+            try:
+                sent = raw.sendmsg(parts[:_MAX_PARTS])
+            except BlockingIOError:
+                sent = 0
         kept = False
         for part in parts:
             size = len(part)
