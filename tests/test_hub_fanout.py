@@ -388,14 +388,19 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
     for p in members:
         hub.join(p.server, "room")
     hub.send("room", "héllo")
+    # The first message went out from the publisher, before it yields: to every socket.
+    assert sent == [(True, 6)] * 20
     hub.send("room", b"\x00\x01")
+    hub.send("room", b"abc")
+    assert sent == [(True, 6)] * 20  # the publisher has not yielded: these are batched
     for p in members:
-        assert p.got() == ["héllo", b"\x00\x01"]
+        assert p.got() == ["héllo", b"\x00\x01", b"abc"]
     assert spawned == []
-    assert sent == [(True, 6), (False, 2)] * 20  # both in one write per socket
+    # The two batched ones in one write per socket: one socket's pair, then the next one's.
+    assert sent == [(True, 6)] * 20 + [(False, 2), (False, 3)] * 20
     for p in members:  # the engine's counters (logs, metrics) count shared frames too
-        assert (p.server.traffic.messages_out, p.server.traffic.bytes_out) == (2, 8)
-    assert hub.stats.delivered == 40
+        assert (p.server.traffic.messages_out, p.server.traffic.bytes_out) == (3, 11)
+    assert hub.stats.delivered == 60
     for member in hub._members.values():
         assert member.queue is None and member.pending is None and not member.sending
 

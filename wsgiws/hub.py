@@ -85,6 +85,8 @@ Outgoing = str | bytes | FramedMessage
 _OWN_FORM: Final = "own"
 #: Most queued messages one sender writes at once (one vectored write when they fit).
 _BATCH: Final = 64
+#: No member's wire form: what a delivery's last form is before its first member.
+_NO_FORM: Final = object()
 
 
 @dataclass(frozen=True)
@@ -975,17 +977,27 @@ class Hub:
             return
         exclude = envelope.exclude
         payload: str | bytes | None = None
-        prepared: dict[Hashable, Outgoing] = {}  # wire form -> the message in that form
+        prepared: dict[Hashable, tuple[Outgoing, ...]] = {}  # wire form -> (the message in it,)
+        form: Hashable = _NO_FORM  # the last member's form, and the message in that form
+        single: tuple[Outgoing, ...] = ()
         overflowed: list[_Member] = []
+        starting: list[_Member] = []
+        delivered = 0
         room = envelope.room
+        last: _Member | None = None
         with self._lock:
             if room is None:
                 targets: Iterable[_Member] = self._members.values()
             else:
                 targets = self._rooms.get(room, ())
             unflushed = self._unflushed
+            # The first message since the publisher last yielded is written at once, from
+            # here, to every socket that takes it now: no second pass, no wait for a flush.
+            # The ones after it in the same run of the publisher are batched (one write per
+            # socket for a whole burst), until the flush that writing arranges below.
+            write_now = not self._flush_scheduled and not unflushed
             for member in targets:
-                if member.id == exclude:
+                if exclude is not None and member.id == exclude:
                     continue
                 if room is not None:
                     if member.holding is not None and room in member.holding:
@@ -996,35 +1008,60 @@ class Hub:
                         if envelope.position.key <= member.seam[room]:
                             continue  # the replay already gave it
                         del member.seam[room]
-                if payload is None:
-                    payload = self._frame(envelope)
-                message = prepared.get(member.form)
-                if message is None:
-                    message = prepared[member.form] = self._prepare(member.form, payload)
+                last = member
+                if member.form is not form:  # (members mostly share one: no lookup for them)
+                    form = member.form
+                    if payload is None:
+                        payload = self._frame(envelope)
+                    if form in prepared:
+                        single = prepared[form]
+                    else:
+                        single = prepared[form] = (self._prepare(form, payload),)
                 pending = member.pending
                 if pending is not None:  # older than anything queued after it
                     if isinstance(pending, list):
-                        pending.append(message)
+                        pending.append(single[0])
                     else:
-                        member.pending = [pending, message]
+                        member.pending = [pending, single[0]]
                 elif member.sending or member.queue:
-                    if not self._append(member, message):
+                    if not self._append(member, single[0]):
                         overflowed.append(member)
+                elif write_now:
+                    # try_send neither blocks nor yields (observers included): no delivery
+                    # runs meanwhile, so holding the hub lock here delays nobody.
+                    try:
+                        taken = member.ws.try_send(single)
+                    except Exception:
+                        taken = False  # its sender meets the error again, and reports it
+                    if taken:
+                        delivered += 1
+                    else:
+                        member.queue = deque(single)
+                        member.sending = True
+                        starting.append(member)
                 else:
-                    member.pending = message
+                    member.pending = single[0]
                     unflushed.append(member)
             for member in overflowed:
                 self.stats.overflows += 1
                 self._remove(member)
-            self._unflushed_messages += 1
-            flush_now = self._unflushed_messages >= self._flush_after
-            schedule = not flush_now and not self._flush_scheduled and bool(unflushed)
+            if write_now:
+                flush_now = False
+                schedule = last is not None  # ends this run of the publisher: see above
+            else:
+                self._unflushed_messages += 1
+                flush_now = self._unflushed_messages >= self._flush_after
+                schedule = not flush_now and not self._flush_scheduled and bool(unflushed)
             if schedule:
                 self._flush_scheduled = True
+        self.stats.delivered += delivered
         if flush_now:
             self._flush()
         elif schedule:
-            unflushed[0].ws.spawn(self._scheduled_flush)
+            assert last is not None
+            last.ws.spawn(self._scheduled_flush)
+        for member in starting:
+            self._spawn_sender(member)
         for member in overflowed:
             self._evict(member)
 
