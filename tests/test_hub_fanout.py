@@ -205,7 +205,11 @@ def test_a_partial_write_is_finished_before_anything_else(pairs: list[Pair]) -> 
     hub.join(slow.server, "room")
     big = "B" * 200_000  # far more than the socket buffers: the first write is partial
     hub.send("room", big)
-    gevent.sleep(0)  # the hub's flush writes what the socket takes and holds the rest
+    # Written through from the publisher (one frame): the socket took a part, the rest is
+    # held by the socket's writer, and the hub has nothing queued for it.
+    assert slow.server._writer.holding
+    member = hub._members[slow.server]
+    assert member.queue is None and member.pending is None and not member.sending
     hub.send("room", "after")  # frames are held: this one queues behind them
     direct = gevent.spawn(slow.server.send, "direct")  # the handler's own send: behind them too
     got = [slow.client.receive(timeout=10) for _ in range(3)]

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import pytest
 
 from wsgiws import protocol
+from wsgiws.deflate import PerMessageDeflate
 from wsgiws.protocol import (
     Close,
     Event,
@@ -439,6 +440,55 @@ def test_broadcast_frames_go_out_before_the_reply_and_not_after() -> None:
     with pytest.raises(protocol.InvalidState):
         proto.send_framed(shared)
     assert proto.data_to_send() == []
+
+
+def test_a_shared_frame_sent_now_is_the_shared_buffers_when_nothing_else_waits() -> None:
+    proto = server()
+    shared = protocol.FramedMessage.frame("news")
+    assert not shared.compressed
+    out = proto.send_framed_now(shared)
+    assert out is shared.frames  # no copy, no list: the broadcast's buffers themselves
+    assert b"".join(out) == frame(1, b"news", mask=False)
+    assert proto.data_to_send() == []  # nothing was left queued behind it
+    assert (proto.messages_out, proto.bytes_out) == (1, 4)
+
+
+def test_a_shared_frame_sent_now_goes_after_what_was_queued_before_it() -> None:
+    proto = server()
+    proto.send_message("mine")
+    proto.receive_data(frame(9, b"p"))  # a pong is owed: taken, like any, with the output
+    shared = protocol.FramedMessage.frame("news")
+    out = proto.send_framed_now(shared)
+    assert b"".join(out) == (
+        frame(1, b"mine", mask=False) + frame(1, b"news", mask=False) + frame(10, b"p", mask=False)
+    )
+    assert proto.data_to_send() == []
+    assert (proto.messages_out, proto.bytes_out) == (2, 8)
+
+
+def test_a_shared_frame_sent_now_is_refused_where_send_framed_refuses_it() -> None:
+    shared = protocol.FramedMessage.frame("y")
+    closed = server()
+    closed.send_close()
+    with pytest.raises(protocol.InvalidState):
+        closed.send_framed_now(shared)
+    streaming = server()
+    streaming.send_fragment("x", fin=False)
+    with pytest.raises(protocol.InvalidState):
+        streaming.send_framed_now(shared)
+    with pytest.raises(ValueError):
+        client().send_framed_now(shared)  # clients mask each frame
+    deflate = PerMessageDeflate(local_no_context_takeover=True)
+    compressed = protocol.FramedMessage.frame("z" * 500, deflate)
+    assert compressed.compressed
+    bare = server()
+    with pytest.raises(ValueError):
+        bare.send_framed_now(compressed)  # without the extension
+    assert (bare.messages_out, bare.data_to_send()) == (0, [])  # nothing counted, nothing sent
+    with_deflate = server(extension=PerMessageDeflate(local_no_context_takeover=True))
+    assert with_deflate.send_framed_now(compressed) is compressed.frames
+    assert (with_deflate.messages_out, with_deflate.bytes_out) == (1, 500)
+    assert (closed.messages_out, streaming.messages_out) == (0, 0)  # refused: not counted
 
 
 def test_ending_before_the_reply_keeps_the_peers_code() -> None:
