@@ -407,6 +407,18 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
     assert hub.stats.delivered == 60
     for member in hub._members.values():
         assert member.queue is None and member.pending is None and not member.sending
+    # That run brought three messages (a burst): the next run's first one is batched too,
+    # one write per socket and run; a run of one message brings writing through back.
+    del sent[:]
+    hub.send("room", "next")
+    assert sent == []
+    gevent.sleep(0)
+    assert sent == [(True, 4)] * 20
+    hub.send("room", "alone")
+    assert sent == [(True, 4)] * 20 + [(True, 5)] * 20
+    for p in members:
+        assert p.got() == ["next", "alone"]
+    assert spawned == []
 
 
 def test_a_presence_hook_may_publish_while_the_backend_delivers(pairs: list[Pair]) -> None:

@@ -522,6 +522,10 @@ class Hub:
         self._unflushed_messages = 0
         self._flush_scheduled = False
         self._flush_after = min(_BATCH, max_queue)  # a refused batch fits the empty queue
+        # Messages delivered here in this run of the publishers (until the scheduled flush),
+        # and whether the first of the next run is written through (see _deliver_local).
+        self._run_messages = 0
+        self._write_through = True
         self._seen: OrderedDict[str, int] = OrderedDict()  # publisher -> last seq
         self._last: dict[str, Position] = {}  # room -> last position delivered here
         self._pid = -1
@@ -994,8 +998,10 @@ class Hub:
             # The first message since the publisher last yielded is written at once, from
             # here, to every socket that takes it now: no second pass, no wait for a flush.
             # The ones after it in the same run of the publisher are batched (one write per
-            # socket for a whole burst), until the flush that writing arranges below.
-            write_now = not self._flush_scheduled and not unflushed
+            # socket for a whole burst), until the flush that writing arranges below. While
+            # runs bring several messages (a burst), their first is batched too: one write
+            # per socket and run, not two; a run of one message brings writing through back.
+            write_now = self._write_through and not self._flush_scheduled and not unflushed
             for member in targets:
                 if exclude is not None and member.id == exclude:
                     continue
@@ -1047,17 +1053,19 @@ class Hub:
                 self._remove(member)
             if write_now:
                 flush_now = False
-                schedule = last is not None  # ends this run of the publisher: see above
             else:
                 self._unflushed_messages += 1
                 flush_now = self._unflushed_messages >= self._flush_after
-                schedule = not flush_now and not self._flush_scheduled and bool(unflushed)
+            # The scheduled flush ends this run of the publishers: see above.
+            schedule = last is not None and not self._flush_scheduled
+            if last is not None:
+                self._run_messages += 1
             if schedule:
                 self._flush_scheduled = True
         self.stats.delivered += delivered
         if flush_now:
             self._flush()
-        elif schedule:
+        if schedule:
             assert last is not None
             last.ws.spawn(self._scheduled_flush)
         for member in starting:
@@ -1068,6 +1076,8 @@ class Hub:
     def _scheduled_flush(self) -> None:
         with self._lock:
             self._flush_scheduled = False
+            self._write_through = self._run_messages <= 1
+            self._run_messages = 0
         self._flush()
 
     def _flush(self) -> None:
