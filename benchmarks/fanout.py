@@ -37,7 +37,8 @@ def fanout_servers(
     """name -> (description, workers, command builder(port, wsgiws_root)).
 
     ``baseline``: another wsgiws checkout, served as ``wsgiws-baseline`` (the in-process
-    hub of, say, the main branch, to compare a change against in the same run)."""
+    hub of, say, the main branch, to compare a change against in the same run) and as
+    ``wsgiws-baseline-redis-4`` (its hub over Redis, as ``wsgiws-redis-4``)."""
 
     def wsgiws(workers: int, checkout: str | None = None) -> Callable[[int, str], list[str]]:
         def cmd(port: int, root: str) -> list[str]:
@@ -58,7 +59,12 @@ def fanout_servers(
             f"the wsgiws checkout {baseline}, otherwise as wsgiws",
             1,
             wsgiws(1, baseline),
-        )
+        ),
+        "wsgiws-baseline-redis-4": (
+            f"the wsgiws checkout {baseline}, otherwise as wsgiws-redis-4",
+            4,
+            wsgiws(4, baseline),
+        ),
     }
     return {
         **(baseline_server if baseline else {}),

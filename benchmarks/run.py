@@ -881,10 +881,16 @@ def main() -> int:
         "--fanout-baseline",
         metavar="PATH",
         help="also serve the fan-out with the wsgiws checkout at PATH, as wsgiws-baseline "
-        "(e.g. the main branch, to compare a change against in the same run)",
+        "(and, when named in --fanout-servers, wsgiws-baseline-redis-4; e.g. the main "
+        "branch, to compare a change against in the same run)",
     )
     ap.add_argument(
         "--subscribers", help="comma-separated subscriber counts for fan-out (e.g. 1000,5000)"
+    )
+    ap.add_argument(
+        "--burst",
+        type=int,
+        help="messages in the fan-out's burst (default 200; more gives steadier A/B numbers)",
     )
     ap.add_argument(
         "--only", choices=["echo", "fanout"], help="run only the echo or only the fan-out part"
@@ -926,7 +932,7 @@ def main() -> int:
     baseline = os.path.abspath(args.fanout_baseline) if args.fanout_baseline else None
     fan_defs = fanout.fanout_servers(gunicorn_cmd, PY, baseline)
     fan_names = [s.strip() for s in args.fanout_servers.split(",") if s.strip()]
-    if baseline and "wsgiws-baseline" not in fan_names:
+    if baseline and not any(n.startswith("wsgiws-baseline") for n in fan_names):
         fan_names.insert(0, "wsgiws-baseline")
     unknown = [s for s in fan_names if s not in fan_defs]
     if unknown:
@@ -934,6 +940,8 @@ def main() -> int:
     fcfg = fanout.fanout_config(args.quick)
     if args.subscribers:
         fcfg["subscribers"] = [int(n) for n in args.subscribers.split(",")]
+    if args.burst:
+        fcfg["burst"] = args.burst
     if args.only == "fanout":
         names = ["bound"]
         cfg_rounds = 0
@@ -981,7 +989,7 @@ def main() -> int:
     os.makedirs(logdir, exist_ok=True)
     wsgiws_root = os.path.abspath(args.wsgiws)
     masking = build_speedups(wsgiws_root, args.no_speedups)
-    if baseline and "wsgiws-baseline" in fan_names:
+    if baseline and any(n.startswith("wsgiws-baseline") for n in fan_names):
         log(f"wsgiws-baseline masking: {build_speedups(baseline, args.no_speedups)}")
     log(f"wsgiws masking: {masking}")
     versions = {}

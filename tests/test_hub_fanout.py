@@ -386,6 +386,8 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
         def closed(self, ws: WebSocket, code: int, reason: str, initiator: str) -> None: ...
 
     hub = Hub()
+    now = [100.0]
+    hub._clock = lambda: now[0]  # the hub's idle and busy times, in the test's hands
     members = make(pairs, 20, observer=Observer())  # an observer is set before opening
     spawned: list[object] = []
     hub._spawn_sender = spawned.append  # type: ignore[method-assign,assignment]
@@ -397,6 +399,7 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
     hub.send("room", b"\x00\x01")
     hub.send("room", b"abc")
     assert sent == [(True, 6)] * 20  # the publisher has not yielded: these are batched
+    now[0] += 10.0  # that run keeps the hub busy for 10 s
     for p in members:
         assert p.got() == ["héllo", b"\x00\x01", b"abc"]
     assert spawned == []
@@ -407,13 +410,17 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
     assert hub.stats.delivered == 60
     for member in hub._members.values():
         assert member.queue is None and member.pending is None and not member.sending
-    # That run brought three messages (a burst): the next run's first one is batched too,
-    # one write per socket and run; a run of one message brings writing through back.
+    # The hub then idles for less than that run kept it busy: the next run's first message
+    # is batched too (its run may bring more: one write per socket and run, not two).
     del sent[:]
+    now[0] += 9.0
     hub.send("room", "next")
     assert sent == []
+    now[0] += 1.0
     gevent.sleep(0)
     assert sent == [(True, 4)] * 20
+    # That run kept it busy for 1 s; idle for longer, the next first message goes through.
+    now[0] += 1.5
     hub.send("room", "alone")
     assert sent == [(True, 4)] * 20 + [(True, 5)] * 20
     for p in members:

@@ -522,10 +522,13 @@ class Hub:
         self._unflushed_messages = 0
         self._flush_scheduled = False
         self._flush_after = min(_BATCH, max_queue)  # a refused batch fits the empty queue
-        # Messages delivered here in this run of the publishers (until the scheduled flush),
-        # and whether the first of the next run is written through (see _deliver_local).
-        self._run_messages = 0
-        self._write_through = True
+        # When this run of the publishers began (its first message; the scheduled flush
+        # ends it), when the last run ended, and how long it kept the hub busy: whether a
+        # run's first message is written through (see _deliver_local).
+        self._clock: Callable[[], float] = time.monotonic
+        self._run_start = 0.0
+        self._idle_since = float("-inf")
+        self._busy = 0.0
         self._seen: OrderedDict[str, int] = OrderedDict()  # publisher -> last seq
         self._last: dict[str, Position] = {}  # room -> last position delivered here
         self._pid = -1
@@ -995,13 +998,18 @@ class Hub:
             else:
                 targets = self._rooms.get(room, ())
             unflushed = self._unflushed
-            # The first message since the publisher last yielded is written at once, from
+            # The first message since the publishers last yielded is written at once, from
             # here, to every socket that takes it now: no second pass, no wait for a flush.
-            # The ones after it in the same run of the publisher are batched (one write per
-            # socket for a whole burst), until the flush that writing arranges below. While
-            # runs bring several messages (a burst), their first is batched too: one write
-            # per socket and run, not two; a run of one message brings writing through back.
-            write_now = self._write_through and not self._flush_scheduled and not unflushed
+            # The ones after it in the same run are batched (one write per socket for a
+            # whole burst), until the flush that the run arranges below. But only while the
+            # hub idles longer between runs than a run keeps it busy: busier than that,
+            # messages come in runs of one or two (a broker's reader gets them as they are
+            # published), and batching every run's first one too saves a write per socket.
+            if self._flush_scheduled:
+                write_now = False
+            else:
+                now = self._run_start = self._clock()
+                write_now = not unflushed and now - self._idle_since > self._busy
             for member in targets:
                 if exclude is not None and member.id == exclude:
                     continue
@@ -1058,8 +1066,6 @@ class Hub:
                 flush_now = self._unflushed_messages >= self._flush_after
             # The scheduled flush ends this run of the publishers: see above.
             schedule = last is not None and not self._flush_scheduled
-            if last is not None:
-                self._run_messages += 1
             if schedule:
                 self._flush_scheduled = True
         self.stats.delivered += delivered
@@ -1076,9 +1082,9 @@ class Hub:
     def _scheduled_flush(self) -> None:
         with self._lock:
             self._flush_scheduled = False
-            self._write_through = self._run_messages <= 1
-            self._run_messages = 0
         self._flush()
+        end = self._clock()
+        self._busy, self._idle_since = end - self._run_start, end
 
     def _flush(self) -> None:
         """Write what is pending since the last flush, each member's messages in one write,
