@@ -428,6 +428,28 @@ def test_sockets_that_take_the_bytes_get_no_queue_no_sender_and_are_observed(
     assert spawned == []
 
 
+def test_a_run_ends_even_when_its_flush_cannot_be_scheduled(pairs: list[Pair]) -> None:
+    hub = Hub()
+    now = [0.0]
+    hub._clock = lambda: now[0]
+    hub._busy = 1.0  # idle less than the last run kept it busy: the message is batched
+    members = make(pairs, 3)
+    for p in members:
+        hub.join(p.server, "room")
+
+    def refuse(func: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    for p in members:
+        p.server.spawn = refuse  # type: ignore[method-assign]
+    hub.send("room", "batched")
+    # Flushed by the publisher itself: nothing left pending, the next run starts afresh.
+    assert not hub._flush_scheduled and hub._unflushed == []
+    for p in members:
+        assert p.got() == ["batched"]
+    assert hub.stats.delivered == 3
+
+
 def test_a_presence_hook_may_publish_while_the_backend_delivers(pairs: list[Pair]) -> None:
     hub = Hub(on_presence=lambda room, event, *_: hub.send(room, f"someone {event}ed"))
     watcher, newcomer = make(pairs, 2)

@@ -1073,7 +1073,10 @@ class Hub:
             self._flush()
         if schedule:
             assert last is not None
-            last.ws.spawn(self._scheduled_flush)
+            try:
+                last.ws.spawn(self._scheduled_flush)
+            except Exception:  # no thread to be had (thread mode, out of resources): end it here
+                self._scheduled_flush()
         for member in starting:
             self._spawn_sender(member)
         for member in overflowed:
