@@ -100,10 +100,19 @@ def fanout_servers(
 DEFAULT_FANOUT = ["wsgiws", "node-ws", "websockets", "wsgiws-redis-4"]
 
 
-def fanout_config(quick: bool) -> dict:
+def fanout_config(
+    quick: bool, subscribers: list[int] | None = None, burst: int | None = None
+) -> dict:
+    """The fan-out settings, with --subscribers and --burst over the defaults."""
     if quick:
-        return dict(subscribers=[500, 2000], gentle=20, rate=20.0, burst=50, warm=3)
-    return dict(subscribers=[1000, 5000, 10000], gentle=60, rate=20.0, burst=200, warm=5)
+        cfg = dict(subscribers=[500, 2000], gentle=20, rate=20.0, burst=50, warm=3)
+    else:
+        cfg = dict(subscribers=[1000, 5000, 10000], gentle=60, rate=20.0, burst=200, warm=5)
+    if subscribers:
+        cfg["subscribers"] = subscribers
+    if burst:
+        cfg["burst"] = burst
+    return cfg
 
 
 @contextmanager

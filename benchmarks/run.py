@@ -937,11 +937,8 @@ def main() -> int:
     unknown = [s for s in fan_names if s not in fan_defs]
     if unknown:
         ap.error(f"unknown fan-out server(s) {unknown}; known: {list(fan_defs)}")
-    fcfg = fanout.fanout_config(args.quick)
-    if args.subscribers:
-        fcfg["subscribers"] = [int(n) for n in args.subscribers.split(",")]
-    if args.burst:
-        fcfg["burst"] = args.burst
+    subscribers = [int(n) for n in args.subscribers.split(",")] if args.subscribers else None
+    fcfg = fanout.fanout_config(args.quick, subscribers, args.burst)
     if args.only == "fanout":
         names = ["bound"]
         cfg_rounds = 0

@@ -121,3 +121,39 @@ def test_pings_are_answered(loadgen: Path) -> None:
         report = subscribe(loadgen, port, "--warm", "1", "--rate", "5")
     assert report["errors"] == 0, report["first_error"]
     assert report["delivered"] == SUBSCRIBERS * (1 + GENTLE + BURST)
+
+
+def _fanout_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_fanout", ROOT / "benchmarks" / "fanout.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_baseline_checkout_is_served_in_process_and_over_redis() -> None:
+    fanout = _fanout_module()
+
+    def gunicorn_cmd(*args: object, workers: int, path: str, config: str) -> list[str]:
+        return ["gunicorn", str(workers), path]
+
+    defs = fanout.fanout_servers(gunicorn_cmd, "python", "/tmp/old-checkout")
+    _, workers, build = defs["wsgiws-baseline-redis-4"]
+    # run.py starts a Redis for the names that end with "redis-4"
+    assert [n for n in defs if n.endswith("redis-4")] == [
+        "wsgiws-baseline-redis-4",
+        "wsgiws-redis-4",
+    ]
+    assert workers == 4 and build(8000, "/repo") == ["gunicorn", "4", "/tmp/old-checkout"]
+    assert defs["wsgiws-redis-4"][2](8000, "/repo") == ["gunicorn", "4", "/repo"]
+    assert "wsgiws-baseline-redis-4" not in fanout.fanout_servers(gunicorn_cmd, "python")
+
+
+def test_fanout_settings_take_the_subscribers_and_burst_given() -> None:
+    fanout = _fanout_module()
+    assert fanout.fanout_config(False)["burst"] == 200
+    cfg = fanout.fanout_config(False, [1000], 1000)
+    assert (cfg["subscribers"], cfg["burst"], cfg["gentle"]) == ([1000], 1000, 60)
+    assert fanout.fanout_config(True, None, None)["subscribers"] == [500, 2000]
