@@ -814,48 +814,53 @@ def plot(ratios: dict, path: str, title: str, data: dict) -> None:
 def run_fanout(
     data: dict, defs: dict, fcfg: dict, loadgen: str, root: str, logdir: str, args
 ) -> None:
-    """Every fan-out (server, subscribers) pair, each against a fresh server."""
-    for name in data["fanout_servers"]:
+    """Every fan-out (server, subscribers) scenario, each run against a fresh server, in
+    fanout.scenario_order; a scenario run in rounds is reported as their medians."""
+    results: dict[str, list[dict]] = {}
+    for name, n in fanout.scenario_order(data["fanout_servers"], fcfg):
+        if name in data["fanout_skipped"]:
+            continue
         _desc, workers, build = defs[name]
-        for n in fcfg["subscribers"]:
-            with contextlib.ExitStack() as stack:
-                redis = None
-                env = {}
-                if name.endswith("redis-4"):
-                    try:
-                        redis = stack.enter_context(fanout.redis_on_core(args.server_core))
-                    except RuntimeError as e:
-                        data["fanout_skipped"][name] = str(e)
-                        log(f"SKIP {name}: {e}")
-                        break
-                    env["WSGIWS_REDIS_URL"] = redis.url
-                port = free_port()
-                cores = (args.server_core, args.client_core)
-                srv = Server(f"fanout-{name}", build(port, root), cores, logdir, env)
-                stack.callback(srv.stop)
-                t0 = time.monotonic()
-                reason = srv.start(port, loadgen)
-                if reason:
-                    data["fanout_skipped"][name] = f"could not start ({reason}); see {srv.logpath}"
-                    log(f"SKIP {name}: {reason}\n{srv.log_tail()}")
-                    break
-                pids = srv.pids + ([redis.process.pid] if redis and redis.process else [])
-                worker_pids = [p for p in srv.pids if p != srv.proc.pid] if workers > 1 else []
-                r = fanout.run_subscribe(
-                    loadgen, args.client_core, port, n, fcfg, pids, worker_pids, rss_kib
-                )
-            data["fanout"][f"{name}/{n}"] = r
-            if r.get("errors"):
-                log(f"fanout {name:<15} {n:>6} subscribers  FAILED: {r.get('first_error')}")
-            else:
-                log(
-                    f"fanout {name:<15} {n:>6} subscribers  {time.monotonic() - t0:5.1f}s  "
-                    f"gentle p50/p99 {r['gentle_p50_ms']:.1f}/{r['gentle_p99_ms']:.1f} ms  "
-                    f"burst {r['burst_per_s']:,.0f}/s  mem {fmt(r['mem_kib'] or 0)} KiB  "
-                    f"cpu {r['burst_client_cpu']:.2f}/{r['burst_server_cpu']:.2f}  "
-                    f"server cpu/1000 {fmt(r.get('cpu_ms_per_1000') or 0)} ms  "
-                    f"spread {r.get('spread')}"
-                )
+        with contextlib.ExitStack() as stack:
+            redis = None
+            env = {}
+            if name.endswith("redis-4"):
+                try:
+                    redis = stack.enter_context(fanout.redis_on_core(args.server_core))
+                except RuntimeError as e:
+                    data["fanout_skipped"][name] = str(e)
+                    log(f"SKIP {name}: {e}")
+                    continue
+                env["WSGIWS_REDIS_URL"] = redis.url
+            port = free_port()
+            cores = (args.server_core, args.client_core)
+            srv = Server(f"fanout-{name}", build(port, root), cores, logdir, env)
+            stack.callback(srv.stop)
+            t0 = time.monotonic()
+            reason = srv.start(port, loadgen)
+            if reason:
+                data["fanout_skipped"][name] = f"could not start ({reason}); see {srv.logpath}"
+                log(f"SKIP {name}: {reason}\n{srv.log_tail()}")
+                continue
+            pids = srv.pids + ([redis.process.pid] if redis and redis.process else [])
+            worker_pids = [p for p in srv.pids if p != srv.proc.pid] if workers > 1 else []
+            r = fanout.run_subscribe(
+                loadgen, args.client_core, port, n, fcfg, pids, worker_pids, rss_kib
+            )
+        results.setdefault(f"{name}/{n}", []).append(r)
+        if r.get("errors"):
+            log(f"fanout {name:<15} {n:>6} subscribers  FAILED: {r.get('first_error')}")
+        else:
+            log(
+                f"fanout {name:<15} {n:>6} subscribers  {time.monotonic() - t0:5.1f}s  "
+                f"gentle p50/p99 {r['gentle_p50_ms']:.1f}/{r['gentle_p99_ms']:.1f} ms  "
+                f"burst {r['burst_per_s']:,.0f}/s  mem {fmt(r['mem_kib'] or 0)} KiB  "
+                f"cpu {r['burst_client_cpu']:.2f}/{r['burst_server_cpu']:.2f}  "
+                f"server cpu/1000 {fmt(r.get('cpu_ms_per_1000') or 0)} ms  "
+                f"spread {r.get('spread')}"
+            )
+    for key, rounds in results.items():
+        data["fanout"][key] = fanout.merge_rounds(rounds)
 
 
 def main() -> int:

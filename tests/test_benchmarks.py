@@ -157,3 +157,63 @@ def test_fanout_settings_take_the_subscribers_and_burst_given() -> None:
     cfg = fanout.fanout_config(False, [1000], 1000)
     assert (cfg["subscribers"], cfg["burst"], cfg["gentle"]) == ([1000], 1000, 60)
     assert fanout.fanout_config(True, None, None)["subscribers"] == [500, 2000]
+
+
+def test_the_latency_scenario_runs_in_rounds_interleaved_across_servers() -> None:
+    fanout = _fanout_module()
+    cfg = fanout.fanout_config(False, [1000, 5000], None)
+    assert fanout.scenario_order(["a", "b"], cfg) == [
+        ("a", 1000),
+        ("b", 1000),
+        ("b", 1000),
+        ("a", 1000),
+        ("a", 1000),
+        ("b", 1000),
+        ("a", 5000),
+        ("b", 5000),
+    ]
+    # quick mode: one round, and server by server as before
+    quick = fanout.fanout_config(True, [1000, 2000], None)
+    assert fanout.scenario_order(["a", "b"], quick) == [
+        ("a", 1000),
+        ("a", 2000),
+        ("b", 1000),
+        ("b", 2000),
+    ]
+
+
+def _round(p99: float, errors: int = 0, **extra: Any) -> dict:
+    r = {"errors": errors, "gentle_p50_ms": p99 / 2, "gentle_p99_ms": p99}
+    r.update(burst_per_s=1000.0 * p99, gaps=0, duplicates=0, spread=[])
+    r.update(extra)
+    return r
+
+
+def test_rounds_merge_into_medians_and_a_failed_round_fails_the_cell() -> None:
+    fanout = _fanout_module()
+    merged = fanout.merge_rounds([_round(30.0), _round(10.0, gaps=2), _round(12.0)])
+    assert merged["gentle_p99_ms"] == 12.0 and merged["burst_per_s"] == 12000.0
+    assert merged["gaps"] == 2  # summed: a gap in any round counts
+    assert [r["gentle_p99_ms"] for r in merged["rounds"]] == [30.0, 10.0, 12.0]
+    failed = fanout.merge_rounds([_round(10.0), _round(0.0, errors=1, first_error="boom")])
+    assert failed["errors"] == 1 and failed["first_error"] == "boom"
+    assert fanout.merge_rounds([_round(10.0)]) == _round(10.0)
+
+
+def test_the_report_shows_the_median_and_the_range_of_the_rounds() -> None:
+    fanout = _fanout_module()
+    cfg = fanout.fanout_config(False, [1000], None)
+    rounds = {"wsgiws": [30.0, 10.0, 12.0], "node-ws": [11.0, 15.0, 13.0]}
+    data = {
+        "fanout_servers": ["wsgiws", "node-ws"],
+        "fanout": {
+            f"{name}/1000": fanout.merge_rounds(
+                [_round(p, mem_kib=10.0, burst_client_cpu=0.5, burst_server_cpu=1.0) for p in ps]
+            )
+            for name, ps in rounds.items()
+        },
+    }
+    text = "\n".join(fanout.report(data, cfg))
+    assert "median of 3 runs" in text
+    assert "6.0 / 12.0 [10.0\u201330.0] ✅" in text  # 12.0 (median) <= node's 13.0
+    assert "6.5 / 13.0 [11.0\u201315.0]" in text
