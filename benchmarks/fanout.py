@@ -132,24 +132,20 @@ def scenario_order(names: list[str], cfg: dict) -> list[tuple[str, int]]:
     """(server, subscribers) in the order they run: first the latency scenario's rounds,
     every server once per round (in reverse order every other round, so that no server
     always runs first), then the other counts, server by server."""
-    rounds = cfg["latency_rounds"] if LATENCY_SUBSCRIBERS in cfg["subscribers"] else 0
-    if rounds <= 1:
-        rounds = 0  # nothing to interleave: server by server
     order = []
-    for i in range(rounds):
-        for name in names if i % 2 == 0 else names[::-1]:
-            order.append((name, LATENCY_SUBSCRIBERS))
+    if cfg["latency_rounds"] > 1 and LATENCY_SUBSCRIBERS in cfg["subscribers"]:
+        for i in range(cfg["latency_rounds"]):
+            for name in names if i % 2 == 0 else names[::-1]:
+                order.append((name, LATENCY_SUBSCRIBERS))
     for name in names:
-        order.extend(
-            (name, n) for n in cfg["subscribers"] if not rounds or n != LATENCY_SUBSCRIBERS
-        )
+        order.extend((name, n) for n in cfg["subscribers"] if (name, n) not in order)
     return order
 
 
 def merge_rounds(rounds: list[dict]) -> dict:
     """One cell from a scenario's rounds: a failed round fails the cell (its error is the
-    cell's); otherwise each number is the median over rounds. ``rounds`` keeps, per
-    round, the numbers the report shows."""
+    cell's); otherwise each number is the median over rounds. ``rounds`` keeps each
+    round's latencies and rate (the report shows the p99's range)."""
     if len(rounds) == 1:
         return rounds[0]
     shown = ("gentle_p50_ms", "gentle_p99_ms", "burst_per_s", "errors")
@@ -322,7 +318,7 @@ def report(data: dict, cfg: dict) -> list[str]:
             if name == "wsgiws":  # the targets are for the in-process hub
                 if node_rate and n in (1000, 5000):
                     vs += " ✅" if r["burst_per_s"] >= node_rate else " ❌"
-                if n == 1000 and node.get("errors") == 0:
+                if n == LATENCY_SUBSCRIBERS and node.get("errors") == 0:
                     lat += " ✅" if r["gentle_p99_ms"] <= node["gentle_p99_ms"] else " ❌"
             mem = f"{r['mem_kib']:.1f}" if r.get("mem_kib") is not None else "—"
             spread = "/".join(map(str, r.get("spread", []))) if len(r.get("spread", [])) > 1 else ""
